@@ -1,0 +1,283 @@
+"""The FastAPI app: parse, authorise, call the ledger, shape the reply."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+
+from api import errors
+from api.auth import CurrentPrincipal, Principal, require, require_any_role
+from api.errors import ApiError, envelope
+from api.schemas import EquityMark, PurchaseCreate, TradeBatch, TradeCreate
+from api.views import account_state, event_view, plain, program_view
+from domain.account import TradingAccount
+from domain.errors import NotFound
+from domain.ids import trader_id_to_uuid
+from domain.trade import parse_timestamp
+from ledger.app import PropLedger
+from ledger.config import Settings
+from ledger.migrate import migrate
+from projections.board import AccountBoard, trader_accounts
+from projections.runner import ProjectionRunner
+from projections.store import Database
+
+logger = logging.getLogger("propledger.api")
+
+MAX_BODY_BYTES = 1024 * 1024
+READ_WAIT_SECONDS = 10.0
+MAX_EVENTS_PAGE = 1000
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """Refuses request bodies over 1 MiB with 413 before any handler sees them."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = envelope(
+            413, "payload_too_large", f"request bodies are limited to {self.limit} bytes"
+        )
+        await response(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        migrate(settings.database_url)
+        ledger = PropLedger(settings.database_url)
+        database = Database(settings.database_url)
+        runner = ProjectionRunner(ledger, database, [AccountBoard()])
+        app.state.ledger = ledger
+        app.state.database = database
+        app.state.runner = runner
+        app.state.jwt_secret = settings.jwt_secret()
+        if settings.propledger_projections == "inprocess":
+            runner.start()
+        try:
+            yield
+        finally:
+            runner.stop()
+            database.close()
+            ledger.close()
+
+    app = FastAPI(
+        title="propledger",
+        version="0.1.0",
+        summary="Event-sourced ledger and payout service for proprietary trading firms",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(BodyLimit)  # type: ignore[arg-type]
+    _routes(app)
+    return app
+
+
+def _ledger(request: Request) -> PropLedger:
+    ledger: PropLedger = request.app.state.ledger
+    return ledger
+
+
+def _created(payload: dict[str, Any], *, created: bool) -> JSONResponse:
+    return JSONResponse(plain(payload), status_code=201 if created else 200)
+
+
+def _own_account(principal: Principal, account: TradingAccount) -> None:
+    """A trader's token sees only its own accounts; others look like they don't exist."""
+    if principal.is_only_trader and account.trader_id != principal.trader_id:
+        raise NotFound(f"account {account.id} not found", code="unknown_account")
+
+
+def _wait_for_projections(request: Request) -> int:
+    """Reads from projections reflect every event recorded before the request arrived."""
+    position = _ledger(request).position()
+    runner: ProjectionRunner = request.app.state.runner
+    if not runner.wait_for(position, timeout=READ_WAIT_SECONDS):
+        raise ApiError(
+            503,
+            "projections_behind",
+            "the read models have not caught up with the log yet; retry shortly",
+            {"position": position},
+            headers={"Retry-After": "1"},
+        )
+    return position
+
+
+def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of thin handlers
+    @app.get("/health", tags=["health"])
+    def health(request: Request) -> JSONResponse:
+        try:
+            position = _ledger(request).position()
+            runner: ProjectionRunner = request.app.state.runner
+            projections = {p.name: runner.position(p.name) for p in runner.projections}
+        except Exception as error:
+            logger.warning("health check failed: %s", error)
+            return envelope(503, "store_unreachable", "the event store cannot be reached")
+        return JSONResponse(
+            {"status": "ok", "store": "ok", "position": position, "projections": projections}
+        )
+
+    @app.post("/v1/programs", tags=["programs"], status_code=201)
+    def define_program(
+        body: dict[str, Any], request: Request, _: Principal = require("admin")
+    ) -> JSONResponse:
+        program, changed, position = _ledger(request).define_program(body)
+        reply = {**program_view(program), "position": position or _ledger(request).position()}
+        return _created(reply, created=changed)
+
+    @app.get("/v1/programs/{program_id}", tags=["programs"])
+    def get_program(
+        program_id: str, request: Request, _: Principal = require_any_role()
+    ) -> JSONResponse:
+        return JSONResponse(plain(program_view(_ledger(request).program(program_id))))
+
+    @app.post("/v1/purchases", tags=["purchases"], status_code=201)
+    def purchase(
+        body: PurchaseCreate, request: Request, _: Principal = require("admin", "finance")
+    ) -> JSONResponse:
+        ledger = _ledger(request)
+        reply = ledger.purchase(body.model_dump())
+        payload = {
+            **body.model_dump(),
+            "account_id": str(reply.account.id),
+            "duplicate": reply.duplicate,
+            "account": account_state(reply.account),
+            "position": reply.position or ledger.position(),
+        }
+        return _created(payload, created=not reply.duplicate)
+
+    @app.post("/v1/accounts/{account_id}/trades", tags=["trades"], status_code=201)
+    def record_trade(
+        account_id: str, body: TradeCreate, request: Request, _: Principal = require("platform")
+    ) -> JSONResponse:
+        ledger = _ledger(request)
+        reply = ledger.record_trade(account_id, body.model_dump())
+        payload = {
+            **account_state(reply.account),
+            "trade_id": body.trade_id,
+            "duplicate": reply.duplicate,
+            "position": reply.position or ledger.position(),
+        }
+        return _created(payload, created=not reply.duplicate)
+
+    @app.post("/v1/trades:batch", tags=["trades"])
+    def record_trades_batch(
+        body: TradeBatch, request: Request, _: Principal = require("platform")
+    ) -> JSONResponse:
+        ledger = _ledger(request)
+        results, position = ledger.record_trades_batch(body.trades)
+        return JSONResponse(
+            plain(
+                {
+                    "results": [result.__dict__ for result in results],
+                    "position": position or ledger.position(),
+                }
+            )
+        )
+
+    @app.post("/v1/accounts/{account_id}/equity", tags=["trades"], status_code=201)
+    def record_equity(
+        account_id: str, body: EquityMark, request: Request, _: Principal = require("platform")
+    ) -> JSONResponse:
+        ledger = _ledger(request)
+        reply = ledger.record_equity(account_id, body.model_dump())
+        payload = {
+            **account_state(reply.account),
+            "duplicate": reply.duplicate,
+            "position": reply.position or ledger.position(),
+        }
+        return _created(payload, created=not reply.duplicate)
+
+    @app.get("/v1/accounts/{account_id}", tags=["accounts"])
+    def get_account(
+        account_id: str,
+        request: Request,
+        principal: CurrentPrincipal,
+        as_of: str | None = Query(default=None, description="RFC 3339 instant"),
+    ) -> JSONResponse:
+        ledger = _ledger(request)
+        current = ledger.account(account_id)
+        _own_account(principal, current)
+        if as_of is None:
+            return JSONResponse(account_state(current))
+        instant = parse_timestamp(as_of, field="as_of")
+        return JSONResponse({**account_state(ledger.account_as_of(account_id, instant)), "as_of": as_of})
+
+    @app.get("/v1/traders/{trader_id}/accounts", tags=["accounts"])
+    def get_trader_accounts(
+        trader_id: str, request: Request, principal: CurrentPrincipal
+    ) -> JSONResponse:
+        if principal.is_only_trader and principal.trader_id != trader_id:
+            raise NotFound(f"trader {trader_id} not found", code="unknown_trader")
+        ledger = _ledger(request)
+        if trader_id_to_uuid(trader_id) not in ledger.repository:
+            raise NotFound(f"trader {trader_id} not found", code="unknown_trader")
+        position = _wait_for_projections(request)
+        accounts = trader_accounts(request.app.state.database, trader_id)
+        return JSONResponse({"trader_id": trader_id, "accounts": accounts, "position": position})
+
+    @app.get("/v1/accounts/{account_id}/events", tags=["accounts"])
+    def get_account_events(
+        account_id: str,
+        request: Request,
+        _: Principal = require("auditor", "admin", "finance"),
+        after_version: int = Query(default=0, ge=0),
+        limit: int = Query(default=100, ge=1, le=MAX_EVENTS_PAGE),
+    ) -> JSONResponse:
+        events = _ledger(request).account_events(
+            account_id, after_version=after_version, limit=limit
+        )
+        page = [event_view(event) for event in events]
+        next_after = page[-1]["version"] if len(page) == limit else None
+        return JSONResponse(
+            {"account_id": account_id, "events": page, "next_after_version": next_after}
+        )

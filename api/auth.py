@@ -1,0 +1,95 @@
+"""Bearer JWTs (HS256): claims `sub`, `roles`, `exp`, and `trader_id` for a trader's token."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request
+
+from api.errors import ApiError
+
+ROLES = ("admin", "finance", "approver", "auditor", "platform", "trader")
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True)
+class Principal:
+    sub: str
+    roles: frozenset[str]
+    trader_id: str | None
+
+    def has_any(self, roles: tuple[str, ...]) -> bool:
+        return bool(self.roles.intersection(roles))
+
+    @property
+    def is_only_trader(self) -> bool:
+        """A trader's token sees only that trader's accounts (unless it has staff roles)."""
+        return self.roles == {"trader"}
+
+
+def mint_token(
+    secret: str, *, sub: str, roles: list[str], trader_id: str | None = None, ttl: int = 3600
+) -> str:
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise ValueError(f"unknown roles: {', '.join(unknown)}; roles are {', '.join(ROLES)}")
+    if "trader" in roles and not trader_id:
+        raise ValueError("a trader token needs --trader-id")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": sub, "roles": roles, "iat": now, "exp": now + ttl}
+    if trader_id:
+        claims["trader_id"] = trader_id
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def decode_token(secret: str, token: str) -> Principal:
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise ApiError(401, "token_expired", "the bearer token has expired") from None
+    except jwt.InvalidTokenError as error:
+        raise ApiError(401, "invalid_token", f"the bearer token is invalid: {error}") from None
+    roles = claims.get("roles")
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise ApiError(401, "invalid_token", "the token's roles claim must be a list of strings")
+    trader_id = claims.get("trader_id")
+    if "trader" in roles and not isinstance(trader_id, str):
+        raise ApiError(401, "invalid_token", "a trader token needs a trader_id claim")
+    return Principal(
+        sub=str(claims["sub"]),
+        roles=frozenset(role for role in roles if role in ROLES),
+        trader_id=trader_id if isinstance(trader_id, str) else None,
+    )
+
+
+def current_principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthenticated", "an 'Authorization: Bearer <JWT>' header is required")
+    return decode_token(request.app.state.jwt_secret, token.strip())
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require(*roles: str) -> Any:
+    """A dependency that admits tokens holding at least one of `roles`."""
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        if not principal.has_any(roles):
+            raise ApiError(
+                403, "forbidden", f"this needs one of the roles: {', '.join(roles)}"
+            )
+        return principal
+
+    return Depends(check)
+
+
+def require_any_role() -> Any:
+    return require(*ROLES)

@@ -1,0 +1,148 @@
+"""The `propledger` command line.
+
+It lives in `api/` because it wires every layer together (the HTTP app, the ledger and
+the projection workers), and only `api` may import all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ledger.config import Settings, sqlite_path
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as error:
+        raise SystemExit(f"propledger: invalid configuration: {error}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from ledger.migrate import migrate
+
+    settings = _settings()
+    try:
+        settings.jwt_secret()
+    except ValueError as error:
+        raise SystemExit(f"propledger: {error}") from None
+    applied = migrate(settings.database_url)
+    if applied:
+        print(f"propledger: applied migrations {', '.join(applied)}", file=sys.stderr)
+    where = sqlite_path(settings.database_url)
+    store = f"SQLite file {where}" if where else "PostgreSQL"
+    print(
+        f"propledger: serving on http://{args.host}:{args.port} (docs at /docs), "
+        f"event store: {store}, projections: {settings.propledger_projections}",
+        file=sys.stderr,
+    )
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from api.auth import mint_token
+
+    settings = _settings()
+    roles = [role.strip() for role in args.roles.split(",") if role.strip()]
+    try:
+        token = mint_token(
+            settings.jwt_secret(), sub=args.sub, roles=roles, trader_id=args.trader_id, ttl=args.ttl
+        )
+    except ValueError as error:
+        raise SystemExit(f"propledger token: {error}") from None
+    print(token)
+    return 0
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from ledger.migrate import migrate
+
+    applied = migrate(_settings().database_url)
+    print(f"applied: {', '.join(applied)}" if applied else "the schema is up to date")
+    return 0
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    from ledger.app import PropLedger
+    from ledger.migrate import migrate
+    from projections.board import AccountBoard
+    from projections.runner import ProjectionRunner
+    from projections.store import Database
+
+    settings = _settings()
+    migrate(settings.database_url)
+    ledger = PropLedger(settings.database_url)
+    database = Database(settings.database_url)
+    runner = ProjectionRunner(ledger, database, [AccountBoard()], batch_size=args.batch_size)
+    try:
+        if args.rebuild:
+            for projection in runner.projections:
+                started = time.monotonic()
+                count = runner.rebuild(projection)
+                elapsed = time.monotonic() - started
+                print(f"rebuilt {projection.name}: {count} events in {elapsed:.1f}s", file=sys.stderr)
+        if args.once:
+            count = runner.catch_up()
+            print(f"caught up: {count} events", file=sys.stderr)
+            return 0
+        print(f"propledger project: following the log (position {ledger.position()})", file=sys.stderr)
+
+        def stop(*_: Any) -> None:
+            runner.stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        runner.run_forever(idle_interval=args.poll_interval)
+        return 0
+    finally:
+        database.close()
+        ledger.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="propledger", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="apply migrations and serve the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=cmd_serve)
+
+    token = commands.add_parser("token", help="print a signed bearer token")
+    token.add_argument("--sub", required=True, help="who the token names (recorded as actor)")
+    token.add_argument("--roles", required=True, help="comma-separated: admin,finance,...")
+    token.add_argument("--trader-id", default=None, help="for trader tokens: the trader's id")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.set_defaults(run=cmd_token)
+
+    migrate_cmd = commands.add_parser("migrate", help="apply pending schema migrations")
+    migrate_cmd.set_defaults(run=cmd_migrate)
+
+    project = commands.add_parser("project", help="run the projection workers")
+    project.add_argument("--once", action="store_true", help="catch up, then exit")
+    project.add_argument("--rebuild", action="store_true", help="rebuild from zero first")
+    project.add_argument("--batch-size", type=int, default=1000)
+    project.add_argument("--poll-interval", type=float, default=0.05)
+    project.set_defaults(run=cmd_project)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

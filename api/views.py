@@ -1,0 +1,62 @@
+"""Shapes replies: aggregates and events to JSON-ready dicts (amounts as decimal strings)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from domain.account import TradingAccount
+from domain.aggregates import Program
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready: Decimal and datetime become strings, never floats."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return value
+
+
+def account_state(account: TradingAccount) -> dict[str, Any]:
+    state = {
+        "account_id": str(account.id),
+        "trader_id": account.trader_id,
+        "program_id": account.program_id,
+        "program_version": account.program_version,
+        "stage": account.stage,
+        "currency": account.currency,
+        "initial_balance": account.state.initial_balance.amount,
+        **account.board(),
+        "opened_at": account.created_on,
+        "version": account.version,
+    }
+    return plain(state)
+
+
+def program_view(program: Program) -> dict[str, Any]:
+    return {**program.definition.to_dict(), "version": program.version}
+
+
+def event_view(event: Any) -> dict[str, Any]:
+    data = {
+        key: value
+        for key, value in event.__dict__.items()
+        if key not in ("originator_id", "originator_version", "timestamp", "originator_topic")
+    }
+    return plain(
+        {
+            "version": event.originator_version,
+            "type": type(event).__name__,
+            "recorded_at": event.timestamp,
+            "data": data,
+        }
+    )

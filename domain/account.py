@@ -1,0 +1,293 @@
+"""The TradingAccount aggregate: one evaluation phase or the funded stage of a purchase.
+
+Commands decide with the pure rules in `domain.rules`; events record what happened and
+what the ledger concluded (`board`: the account's public numbers after the event), so an
+auditor reads the judgement as it was made and a projection needs nothing else. Applying
+an event recomputes the state with the same rules, so a replay rebuilds it exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain import rules
+from domain.errors import Conflict, InvalidInput
+from domain.ids import next_account_id
+from domain.money import Money
+from domain.program import ProgramDefinition, StageRules
+from domain.rules import ACTIVE, BREACHED, PASSED, AccountState, Breach, Calendar
+from domain.trade import Trade
+
+
+@dataclass(frozen=True, slots=True)
+class TradeOutcome:
+    """What recording one trade did: the account's version after it, whether it was a
+    duplicate of a trade already recorded, and the account it opened when it passed."""
+
+    version: int
+    duplicate: bool
+    opened: TradingAccount | None = None
+
+
+class TradingAccount(Aggregate):
+    class Opened(Aggregate.Created):
+        trader_id: str
+        program: dict[str, Any]
+        program_version: int
+        stage: str
+        purchase: dict[str, Any] | None
+        previous_account_id: str | None
+        board: dict[str, Any]
+
+    class TradeClosed(Aggregate.Event):
+        trade: dict[str, Any]
+        fingerprint: str
+        board: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, TradingAccount)
+            aggregate._apply_trade(self)
+
+    class EquityMarked(Aggregate.Event):
+        equity: Decimal
+        at: datetime
+        board: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, TradingAccount)
+            aggregate._apply_equity_mark(self)
+
+    class RuleBreached(Aggregate.Event):
+        rule: str
+        at: datetime
+        value: Decimal
+        floor: Decimal
+        board: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, TradingAccount)
+            currency = aggregate.currency
+            aggregate.status = BREACHED
+            aggregate.breach = Breach(
+                self.rule, self.at, Money(self.value, currency), Money(self.floor, currency)
+            )
+
+    class PhasePassed(Aggregate.Event):
+        at: datetime
+        next_account_id: str
+        next_stage: str
+        board: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, TradingAccount)
+            aggregate.status = PASSED
+            aggregate.passed_at = self.at
+            aggregate.next_account_id = self.next_account_id
+
+    def __init__(
+        self,
+        trader_id: str,
+        program: dict[str, Any],
+        program_version: int,
+        stage: str,
+        purchase: dict[str, Any] | None,
+        previous_account_id: str | None,
+    ) -> None:
+        self.trader_id = trader_id
+        self.program = ProgramDefinition.parse(program)
+        self.program_version = program_version
+        self.stage = stage
+        self.purchase = purchase
+        self.previous_account_id = previous_account_id
+        self.rules: StageRules = self.program.stage_rules(stage)
+        self.calendar = Calendar(self.program.zone, self.program.day_start)
+        self.state: AccountState = rules.opening_state(self.program.initial_balance, self.rules)
+        self.status = ACTIVE
+        self.breach: Breach | None = None
+        self.passed_at: datetime | None = None
+        self.next_account_id: str | None = None
+        # trade_id -> (account version that recorded it, content fingerprint)
+        self.trades: dict[str, tuple[int, str]] = {}
+
+    # Opening -----------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        account_id: UUID,
+        trader_id: str,
+        program: ProgramDefinition,
+        program_version: int,
+        stage: str,
+        purchase: dict[str, Any] | None = None,
+        previous_account_id: str | None = None,
+    ) -> TradingAccount:
+        stage_rules = program.stage_rules(stage)
+        state = rules.opening_state(program.initial_balance, stage_rules)
+        return cls._create(
+            cls.Opened,
+            id=account_id,
+            trader_id=trader_id,
+            program=program.to_dict(),
+            program_version=program_version,
+            stage=stage,
+            purchase=purchase,
+            previous_account_id=previous_account_id,
+            board=_board(state, stage_rules, ACTIVE, None, None, None),
+        )
+
+    # Queries -----------------------------------------------------------------------
+
+    @property
+    def currency(self) -> str:
+        return self.program.currency
+
+    @property
+    def program_id(self) -> str:
+        return self.program.program_id
+
+    def board(self) -> dict[str, Any]:
+        return _board(
+            self.state, self.rules, self.status, self.breach, self.passed_at, self.next_account_id
+        )
+
+    # Commands ----------------------------------------------------------------------
+
+    def close_trade(self, trade: Trade) -> TradeOutcome:
+        """Record a closed trade; judge it while the account is active."""
+        if trade.profit.currency != self.currency:
+            raise InvalidInput(f"trade amounts must be in {self.currency}", code="currency_mismatch")
+        recorded = self.trades.get(trade.trade_id)
+        if recorded is not None:
+            version, fingerprint = recorded
+            if fingerprint != trade.fingerprint:
+                raise Conflict(
+                    f"trade {trade.trade_id} was already recorded with other content",
+                    code="trade_id_conflict",
+                    details={"trade_id": trade.trade_id, "recorded_at_version": version},
+                )
+            return TradeOutcome(version=version, duplicate=True)
+
+        state = rules.after_trade(self.state, self.rules, self.calendar, trade.closed_at, trade.net)
+        self.trigger_event(
+            self.TradeClosed,
+            trade=trade.to_event_dict(),
+            fingerprint=trade.fingerprint,
+            board=_board(
+                state, self.rules, self.status, self.breach, self.passed_at, self.next_account_id
+            ),
+        )
+        version = self.version
+        if self.status != ACTIVE:
+            # Trades after a breach or a pass happened and are recorded, but decide nothing.
+            return TradeOutcome(version=version, duplicate=False)
+        breach = rules.find_breach(self.state, self.rules, self.state.balance, trade.closed_at)
+        if breach is not None:
+            self._breach(breach)
+            return TradeOutcome(version=version, duplicate=False)
+        if not self.rules.is_funded and rules.has_passed(self.state, self.rules):
+            return TradeOutcome(version=version, duplicate=False, opened=self._pass(trade.closed_at))
+        return TradeOutcome(version=version, duplicate=False)
+
+    def mark_equity(self, equity: Money, at: datetime) -> bool:
+        """Record an equity mark; False when it repeats the newest mark exactly."""
+        if equity.currency != self.currency:
+            raise InvalidInput(f"equity must be in {self.currency}", code="currency_mismatch")
+        if self.state.last_mark_at == at and self.state.last_mark_value == equity:
+            return False
+        state = rules.after_equity_mark(self.state, self.rules, self.calendar, equity, at)
+        self.trigger_event(
+            self.EquityMarked,
+            equity=equity.amount,
+            at=at,
+            board=_board(
+                state, self.rules, self.status, self.breach, self.passed_at, self.next_account_id
+            ),
+        )
+        if self.status == ACTIVE:
+            breach = rules.find_breach(self.state, self.rules, equity, at)
+            if breach is not None:
+                self._breach(breach)
+        return True
+
+    def _breach(self, breach: Breach) -> None:
+        board = _board(self.state, self.rules, BREACHED, breach, None, None)
+        self.trigger_event(
+            self.RuleBreached,
+            rule=breach.rule,
+            at=breach.at,
+            value=breach.value.amount,
+            floor=breach.floor.amount,
+            board=board,
+        )
+
+    def _pass(self, at: datetime) -> TradingAccount:
+        """Close this phase and open the next one (or the funded account), fresh B0."""
+        next_stage = self.program.next_stage(self.stage)
+        opened_id = next_account_id(self.id)
+        board = _board(self.state, self.rules, PASSED, None, at, str(opened_id))
+        self.trigger_event(
+            self.PhasePassed,
+            at=at,
+            next_account_id=str(opened_id),
+            next_stage=next_stage,
+            board=board,
+        )
+        return TradingAccount.open(
+            account_id=opened_id,
+            trader_id=self.trader_id,
+            program=self.program,
+            program_version=self.program_version,
+            stage=next_stage,
+            previous_account_id=str(self.id),
+        )
+
+    # Applying recorded events --------------------------------------------------------
+
+    def _apply_trade(self, event: TradingAccount.TradeClosed) -> None:
+        trade = event.trade
+        currency = self.currency
+        net = (
+            Money(trade["profit"], currency)
+            + Money(trade["commission"], currency)
+            + Money(trade["swap"], currency)
+        )
+        self.state = rules.after_trade(self.state, self.rules, self.calendar, trade["closed_at"], net)
+        self.trades[trade["trade_id"]] = (event.originator_version, event.fingerprint)
+
+    def _apply_equity_mark(self, event: TradingAccount.EquityMarked) -> None:
+        equity = Money(event.equity, self.currency)
+        self.state = rules.after_equity_mark(self.state, self.rules, self.calendar, equity, event.at)
+
+
+def _board(
+    state: AccountState,
+    stage_rules: StageRules,
+    status: str,
+    breach: Breach | None,
+    passed_at: datetime | None,
+    next_id: str | None,
+) -> dict[str, Any]:
+    """The account's public numbers, as recorded with each event and shown by the API."""
+    return {
+        "status": status,
+        "balance": state.balance.amount,
+        "equity": state.equity.amount,
+        "high_water_mark": state.high_water_mark.amount,
+        "day_start_balance": state.day_start_balance.amount,
+        "daily_loss_floor": state.daily_loss_floor(stage_rules).amount,
+        "max_loss_floor": state.max_loss_floor.amount,
+        "trading_days": state.trading_days,
+        "profit": state.profit.amount,
+        "current_day": None if state.current_day is None else state.current_day.isoformat(),
+        "breach": None if breach is None else breach.to_dict(),
+        "passed_at": passed_at,
+        "next_account_id": next_id,
+    }

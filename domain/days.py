@@ -1,0 +1,45 @@
+"""Trading days in a program's `day_timezone`, rolling at its local `day_start`.
+
+A day is labelled by the local date on which it ends, the way futures exchanges label
+sessions: with `day_start` 17:00 New York, the day that runs from Monday 17:00 to Tuesday
+17:00 is Tuesday's, so a trade closed on Monday at 18:00 New York belongs to Tuesday. With
+the default `00:00` the label is simply the local calendar date.
+
+Boundaries are instants: the local `day_start` wall time on each date, resolved with
+`fold=0` (an ambiguous wall time after a DST fall-back means its first occurrence; a wall
+time inside a spring-forward gap resolves to the instant just after the gap). Comparing
+instants keeps day labels monotonic in time across every DST change.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+
+def boundary(local_date: date, zone: ZoneInfo, day_start: time) -> datetime:
+    """The instant (UTC) at which the local wall clock shows `day_start` on `local_date`."""
+    wall = datetime.combine(local_date, day_start, tzinfo=zone)
+    return wall.astimezone(timezone.utc)
+
+
+def _label_offset(day_start: time) -> int:
+    # Days starting at midnight are labelled by their own date; days starting at another
+    # hour are labelled by the date on which they end.
+    return 0 if day_start == time(0, 0) else 1
+
+
+def trading_day(at: datetime, zone: ZoneInfo, day_start: time) -> date:
+    """The label of the day that contains the instant `at` (which must be aware)."""
+    if at.tzinfo is None:
+        raise ValueError("trading_day needs an aware datetime")
+    local_date = at.astimezone(zone).date()
+    offset = _label_offset(day_start)
+    if at >= boundary(local_date, zone, day_start):
+        return local_date + timedelta(days=offset)
+    return local_date + timedelta(days=offset - 1)
+
+
+def day_began_at(label: date, zone: ZoneInfo, day_start: time) -> datetime:
+    """The instant (UTC) at which the day labelled `label` began."""
+    return boundary(label - timedelta(days=_label_offset(day_start)), zone, day_start)

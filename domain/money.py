@@ -1,0 +1,198 @@
+"""Money: an exact Decimal amount in an ISO 4217 currency, at the currency's minor unit.
+
+A float never becomes Money: the constructors take `Decimal` or decimal strings only, and
+arithmetic refuses to mix currencies. Amounts are always quantised to the currency's
+minor unit (JPY has none, KWD three); input with more places than that is refused rather
+than silently rounded, and derived amounts (percentages, splits) round half-even.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any
+
+from domain.errors import CurrencyMismatch, InvalidInput
+
+# ISO 4217 minor units for the currencies whose exponent is not 2.
+_EXPONENT_NOT_TWO: dict[str, int] = {
+    # zero-decimal
+    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0,
+    "PYG": 0, "RWF": 0, "UGX": 0, "UYI": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0,
+    "XPF": 0,
+    # three-decimal
+    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+    # four-decimal
+    "CLF": 4, "UYW": 4,
+}  # fmt: skip
+
+# Active ISO 4217 codes with two decimal places.
+_EXPONENT_TWO = frozenset(
+    """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN
+    BWP BYN BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB
+    EUR FJD FKP GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS
+    KHR KPW KYD KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN
+    MXV MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD
+    SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS
+    UAH USD USN UYU UZS VED VES WST XCD XCG YER ZAR ZMW ZWG
+    """.split()
+)
+
+_CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+_AMOUNT_PATTERN = re.compile(r"^[+-]?(\d+)(\.\d+)?$")
+_MAX_INTEGER_DIGITS = 15  # 10^15 units: far above any real amount, far below Decimal's precision
+
+
+def minor_unit_exponent(currency: str) -> int:
+    """Number of decimal places of the currency's minor unit (ISO 4217)."""
+    if currency in _EXPONENT_NOT_TWO:
+        return _EXPONENT_NOT_TWO[currency]
+    if currency in _EXPONENT_TWO:
+        return 2
+    raise InvalidInput(
+        f"unknown currency {currency!r}: expected an ISO 4217 code such as 'USD'",
+        code="unknown_currency",
+        details={"currency": currency},
+    )
+
+
+def check_currency(currency: Any) -> str:
+    if not isinstance(currency, str) or not _CURRENCY_PATTERN.match(currency):
+        raise InvalidInput(
+            f"currency must be a three-letter ISO 4217 code, got {currency!r}",
+            code="unknown_currency",
+        )
+    minor_unit_exponent(currency)
+    return currency
+
+
+def _quantum(currency: str) -> Decimal:
+    return Decimal(1).scaleb(-minor_unit_exponent(currency))
+
+
+def parse_decimal(value: Any, *, field: str = "amount") -> Decimal:
+    """A decimal from a decimal string (or Decimal). JSON numbers and floats are refused."""
+    if isinstance(value, Decimal):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        raise InvalidInput(
+            f"{field} must be a decimal string such as \"540.00\", not {type(value).__name__}",
+            code="invalid_decimal",
+            details={"field": field},
+        )
+    match = _AMOUNT_PATTERN.match(text)
+    if match is None or len(match.group(1).lstrip("0")) > _MAX_INTEGER_DIGITS:
+        raise InvalidInput(
+            f"{field} must be a decimal string such as \"540.00\", got {value!r}",
+            code="invalid_decimal",
+            details={"field": field},
+        )
+    try:
+        return Decimal(text)
+    except InvalidOperation as error:  # pragma: no cover - the pattern already guards
+        raise InvalidInput(f"{field} is not a decimal: {value!r}", code="invalid_decimal") from error
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    amount: Decimal
+    currency: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.amount, Decimal):
+            raise TypeError(f"Money amount must be Decimal, not {type(self.amount).__name__}")
+        if not self.amount.is_finite():
+            raise InvalidInput("money amount must be finite", code="invalid_decimal")
+        quantum = _quantum(self.currency)
+        if self.amount != self.amount.quantize(quantum, rounding=ROUND_HALF_EVEN):
+            raise InvalidInput(
+                f"{self.amount} has more decimal places than {self.currency} allows "
+                f"({minor_unit_exponent(self.currency)})",
+                code="too_many_decimal_places",
+                details={"amount": str(self.amount), "currency": self.currency},
+            )
+        # Normalise the scale so equal amounts print identically ("5" -> "5.00").
+        object.__setattr__(self, "amount", self.amount.quantize(quantum))
+
+    # Construction --------------------------------------------------------------------
+
+    @classmethod
+    def of(cls, amount: Any, currency: str, *, field: str = "amount") -> Money:
+        """Money from a decimal string or Decimal, refusing floats and excess places."""
+        check_currency(currency)
+        return cls(parse_decimal(amount, field=field), currency)
+
+    @classmethod
+    def zero(cls, currency: str) -> Money:
+        return cls(Decimal(0), currency)
+
+    @classmethod
+    def rounded(cls, amount: Decimal, currency: str) -> Money:
+        """Money from a derived amount, rounded half-even to the minor unit."""
+        return cls(amount.quantize(_quantum(currency), rounding=ROUND_HALF_EVEN), currency)
+
+    @classmethod
+    def from_minor_units(cls, minor_units: int, currency: str) -> Money:
+        """Money from an integer count of minor units (how Stripe sends amounts)."""
+        if isinstance(minor_units, bool) or not isinstance(minor_units, int):
+            raise InvalidInput("minor units must be an integer", code="invalid_decimal")
+        return cls(Decimal(minor_units).scaleb(-minor_unit_exponent(currency)), currency)
+
+    # Arithmetic ------------------------------------------------------------------------
+
+    def _check(self, other: Money) -> None:
+        if not isinstance(other, Money):
+            raise TypeError(f"cannot combine Money with {type(other).__name__}")
+        if other.currency != self.currency:
+            raise CurrencyMismatch(
+                f"cannot combine {self.currency} with {other.currency}",
+                details={"currencies": [self.currency, other.currency]},
+            )
+
+    def __add__(self, other: Money) -> Money:
+        self._check(other)
+        return Money(self.amount + other.amount, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._check(other)
+        return Money(self.amount - other.amount, self.currency)
+
+    def __neg__(self) -> Money:
+        return Money(-self.amount, self.currency)
+
+    def __lt__(self, other: Money) -> bool:
+        self._check(other)
+        return self.amount < other.amount
+
+    def __le__(self, other: Money) -> bool:
+        self._check(other)
+        return self.amount <= other.amount
+
+    def __gt__(self, other: Money) -> bool:
+        self._check(other)
+        return self.amount > other.amount
+
+    def __ge__(self, other: Money) -> bool:
+        self._check(other)
+        return self.amount >= other.amount
+
+    def percent(self, pct: Decimal) -> Money:
+        """`pct` percent of this amount, rounded half-even to the minor unit."""
+        return Money.rounded(self.amount * pct / 100, self.currency)
+
+    def max(self, other: Money) -> Money:
+        return other if other > self else self
+
+    def min(self, other: Money) -> Money:
+        return other if other < self else self
+
+    @property
+    def minor_units(self) -> int:
+        return int(self.amount.scaleb(minor_unit_exponent(self.currency)))
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency}"

@@ -1,0 +1,259 @@
+"""The rules engine: pure functions from (state, rules, input) to the next state.
+
+Nothing here reads a clock or stores anything. `TradingAccount` calls these functions
+both when it decides (a command) and when it replays (applying a recorded event), so a
+replay reproduces every number exactly.
+
+Definitions are DESIGN.md's. The choices DESIGN.md leaves open, made here:
+- A late trade (closed before the current day began) moves the balance at arrival and
+  counts towards the current day's loss: the day start balance is the balance at the moment
+  the current day began, as the ledger knew it then. Its P&L still belongs to its own
+  trading day for the trading-day count and for consistency.
+- Every equity mark is judged against the current floors, even one older than the newest
+  mark; only the newest mark (by `at`) can become the account's equity.
+- `trailing_eod` raises its high-water mark with the balance at each day end, at the moment
+  the next day's first trade or mark arrives.
+- Consistency holds while there is no net profit (other conditions refuse then); with a
+  profit, the best day must be at most `consistency_max_day_pct` % of the total, compared
+  exactly (no rounding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from domain.days import trading_day
+from domain.money import Money
+from domain.program import StageRules
+
+ACTIVE = "active"
+PASSED = "passed"
+BREACHED = "breached"
+SUSPENDED = "suspended"
+CLOSED = "closed"
+
+MAX_DAILY_LOSS = "max_daily_loss"
+MAX_LOSS = "max_loss"
+
+
+@dataclass(frozen=True, slots=True)
+class Calendar:
+    """Where days begin for an account: its program's zone and local day start."""
+
+    zone: ZoneInfo
+    day_start: time
+
+    def day_of(self, at: datetime) -> date:
+        return trading_day(at, self.zone, self.day_start)
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    rule: str
+    at: datetime
+    value: Money
+    floor: Money
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "at": self.at,
+            "value": self.value.amount,
+            "floor": self.floor.amount,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """Everything the rules need to judge an account's next trade or mark."""
+
+    initial_balance: Money
+    balance: Money
+    withdrawn: Money
+    high_water_mark: Money
+    max_loss_floor: Money
+    day_start_balance: Money
+    day_start_equity: Money | None
+    current_day: date | None
+    last_trade_at: datetime | None
+    last_mark_value: Money | None
+    last_mark_at: datetime | None
+    # Net P&L per trading day (the day each trade closed on).
+    daily_pnl: dict[date, Decimal] = field(default_factory=dict)
+
+    @property
+    def currency(self) -> str:
+        return self.initial_balance.currency
+
+    @property
+    def equity(self) -> Money:
+        """The newest equity mark when it is newer than the newest trade, else the balance."""
+        if self.last_mark_value is None or self.last_mark_at is None:
+            return self.balance
+        if self.last_trade_at is None or self.last_mark_at > self.last_trade_at:
+            return self.last_mark_value
+        return self.balance
+
+    @property
+    def profit(self) -> Money:
+        return self.balance - self.initial_balance
+
+    @property
+    def trading_days(self) -> int:
+        return len(self.daily_pnl)
+
+    @property
+    def net_pnl_total(self) -> Decimal:
+        return sum(self.daily_pnl.values(), Decimal(0))
+
+    def daily_loss_floor(self, rules: StageRules) -> Money:
+        base = self.day_start_balance
+        if rules.daily_loss_base == "balance_or_equity" and self.day_start_equity is not None:
+            base = base.max(self.day_start_equity)
+        return base - self.initial_balance.percent(rules.max_daily_loss_pct)
+
+
+def opening_state(initial_balance: Money, rules: StageRules) -> AccountState:
+    zero = Money.zero(initial_balance.currency)
+    return AccountState(
+        initial_balance=initial_balance,
+        balance=initial_balance,
+        withdrawn=zero,
+        high_water_mark=initial_balance,
+        max_loss_floor=_max_loss_floor(initial_balance, initial_balance, None, rules),
+        day_start_balance=initial_balance,
+        day_start_equity=None,
+        current_day=None,
+        last_trade_at=None,
+        last_mark_value=None,
+        last_mark_at=None,
+    )
+
+
+def _max_loss_floor(
+    initial_balance: Money, high_water_mark: Money, previous: Money | None, rules: StageRules
+) -> Money:
+    allowance = initial_balance.percent(rules.max_loss_pct)
+    if rules.max_loss_mode == "static":
+        return initial_balance - allowance
+    # Trailing floors never fall, and stop rising once they reach the initial balance.
+    floor = high_water_mark - allowance
+    if previous is not None:
+        floor = floor.max(previous)
+    return floor.min(initial_balance)
+
+
+def _roll_day(state: AccountState, day: date, rules: StageRules) -> AccountState:
+    """Start `day` if it is later than the current day; later inputs of older days don't."""
+    if state.current_day is not None and day <= state.current_day:
+        return state
+    high_water_mark = state.high_water_mark
+    if rules.max_loss_mode == "trailing_eod":
+        # The balance at the end of the day that just ended.
+        high_water_mark = high_water_mark.max(state.balance)
+    return replace(
+        state,
+        current_day=day,
+        day_start_balance=state.balance,
+        # Every mark seen so far is older than this new day: the newest is "the last
+        # equity mark before the day began".
+        day_start_equity=state.last_mark_value,
+        high_water_mark=high_water_mark,
+        max_loss_floor=_max_loss_floor(
+            state.initial_balance, high_water_mark, state.max_loss_floor, rules
+        ),
+    )
+
+
+def after_trade(
+    state: AccountState, rules: StageRules, calendar: Calendar, closed_at: datetime, net: Money
+) -> AccountState:
+    day = calendar.day_of(closed_at)
+    state = _roll_day(state, day, rules)
+    balance = state.balance + net
+    daily_pnl = dict(state.daily_pnl)
+    daily_pnl[day] = daily_pnl.get(day, Decimal(0)) + net.amount
+    high_water_mark = state.high_water_mark
+    if rules.max_loss_mode != "trailing_eod":
+        high_water_mark = high_water_mark.max(balance)
+    last_trade_at = closed_at if state.last_trade_at is None else max(state.last_trade_at, closed_at)
+    return replace(
+        state,
+        balance=balance,
+        daily_pnl=daily_pnl,
+        high_water_mark=high_water_mark,
+        max_loss_floor=_max_loss_floor(
+            state.initial_balance, high_water_mark, state.max_loss_floor, rules
+        ),
+        last_trade_at=last_trade_at,
+    )
+
+
+def after_equity_mark(
+    state: AccountState, rules: StageRules, calendar: Calendar, value: Money, at: datetime
+) -> AccountState:
+    state = _roll_day(state, calendar.day_of(at), rules)
+    if state.last_mark_at is None or at >= state.last_mark_at:
+        state = replace(state, last_mark_value=value, last_mark_at=at)
+    high_water_mark = state.high_water_mark
+    if rules.max_loss_mode != "trailing_eod":
+        high_water_mark = high_water_mark.max(value)
+    return replace(
+        state,
+        high_water_mark=high_water_mark,
+        max_loss_floor=_max_loss_floor(
+            state.initial_balance, high_water_mark, state.max_loss_floor, rules
+        ),
+    )
+
+
+def after_withdrawal(state: AccountState, amount: Money) -> AccountState:
+    """An approved payout takes `amount` out of the balance; the floors stay as they are."""
+    return replace(state, balance=state.balance - amount, withdrawn=state.withdrawn + amount)
+
+
+def find_breach(
+    state: AccountState, rules: StageRules, value: Money, at: datetime
+) -> Breach | None:
+    """The breach when `value` is strictly below a floor: the higher floor's rule wins,
+    `max_loss` when the two floors are equal."""
+    daily_floor = state.daily_loss_floor(rules)
+    max_floor = state.max_loss_floor
+    below_daily = value < daily_floor
+    below_max = value < max_floor
+    if below_max and (not below_daily or max_floor >= daily_floor):
+        return Breach(MAX_LOSS, at, value, max_floor)
+    if below_daily:
+        return Breach(MAX_DAILY_LOSS, at, value, daily_floor)
+    return None
+
+
+def consistency_holds(state: AccountState, max_day_pct: Decimal | None) -> bool:
+    if max_day_pct is None:
+        return True
+    total = state.net_pnl_total
+    if total <= 0:
+        return True
+    best_day = max(state.daily_pnl.values())
+    return best_day * 100 <= total * max_day_pct
+
+
+def profit_target(state: AccountState, rules: StageRules) -> Money | None:
+    if rules.profit_target_pct is None:
+        return None
+    return state.initial_balance + state.initial_balance.percent(rules.profit_target_pct)
+
+
+def has_passed(state: AccountState, rules: StageRules) -> bool:
+    """An evaluation phase passes when target, trading days and consistency all hold."""
+    target = profit_target(state, rules)
+    return (
+        target is not None
+        and state.balance >= target
+        and state.trading_days >= rules.min_trading_days
+        and consistency_holds(state, rules.consistency_max_day_pct)
+    )

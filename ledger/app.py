@@ -1,0 +1,347 @@
+"""The ledger application: use cases over the event store (load, decide, save).
+
+One eventsourcing Application holds every aggregate, so a command that touches several
+aggregates (a purchase registering its trader, a pass opening the next account, a batch of
+trades over many accounts) saves them in one atomic transaction, and one notification log
+orders everything for projections and auditors.
+
+Concurrent writers to one aggregate collide on (aggregate id, version): the loser reloads
+and decides again, a bounded number of times. Because a trade's id is remembered by its
+account, a retried or concurrent copy of a trade is found on reload and answered as a
+duplicate: no trade is applied twice.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import IntegrityError
+
+from domain.account import TradingAccount
+from domain.aggregates import Program, Trader
+from domain.errors import Conflict, DomainError, InvalidInput, NotFound
+from domain.ids import first_account_id, program_id_to_uuid, trader_id_to_uuid
+from domain.money import Money, check_currency
+from domain.program import ProgramDefinition
+from domain.trade import Trade, parse_equity_mark
+from ledger.config import database_url_to_env
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 12
+MAX_BATCH_TRADES = 1000
+PURCHASE_METHODS = ("manual", "wallet")
+_ID_MAX_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class AccountReply:
+    account: TradingAccount
+    duplicate: bool
+    position: int | None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    account_id: str
+    trade_id: str | None
+    result: str  # created | duplicate | rejected
+    error: dict[str, Any] | None = None
+
+
+@dataclass
+class _BatchAccount:
+    account: TradingAccount | None
+    error: DomainError | None = None
+    opened: list[TradingAccount] = field(default_factory=list)
+
+
+class PropLedger(Application[UUID]):
+    name = "propledger"
+
+    def __init__(self, database_url: str, env: dict[str, str] | None = None) -> None:
+        settings = database_url_to_env(database_url)
+        settings.update(env or {})
+        super().__init__(env=settings)
+
+    # Helpers ------------------------------------------------------------------------
+
+    def _retrying(self, command: Callable[[], T]) -> T:
+        """Runs `command` again when a concurrent writer won the race for an aggregate."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return command()
+            except IntegrityError:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))  # noqa: S311
+        raise AssertionError("unreachable")
+
+    def _save(self, *aggregates: Any) -> int | None:
+        recordings = self.save(*aggregates)
+        return recordings[-1].notification.id if recordings else None
+
+    def position(self) -> int:
+        """The newest position of the event log (0 when empty)."""
+        return self.recorder.max_notification_id() or 0
+
+    def _get(self, aggregate_id: UUID, kind: type[T], label: str, key: str) -> T:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"{label} {key} not found", code=f"unknown_{label}") from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(f"{label} {key} not found", code=f"unknown_{label}")
+        return aggregate
+
+    def account(self, account_id: str) -> TradingAccount:
+        return self._get(_parse_uuid(account_id, "account"), TradingAccount, "account", account_id)
+
+    def program(self, program_id: str) -> Program:
+        return self._get(program_id_to_uuid(program_id), Program, "program", program_id)
+
+    # Programs -----------------------------------------------------------------------
+
+    def define_program(self, body: Any) -> tuple[Program, bool, int | None]:
+        """Define a program, or record a new version of it; (program, changed, position)."""
+        definition = ProgramDefinition.parse(body)
+
+        def command() -> tuple[Program, bool, int | None]:
+            try:
+                program = self.program(definition.program_id)
+            except NotFound:
+                program = Program.define(definition)
+                return program, True, self._save(program)
+            if not program.revise(definition):
+                return program, False, None
+            return program, True, self._save(program)
+
+        return self._retrying(command)
+
+    # Purchases ----------------------------------------------------------------------
+
+    def purchase(self, body: dict[str, Any]) -> AccountReply:
+        """Record a challenge purchase and open its phase-1 account (once per purchase_id)."""
+        purchase_id = _external_id(body.get("purchase_id"), "purchase_id")
+        trader_id = _external_id(body.get("trader_id"), "trader_id")
+        program_id = _external_id(body.get("program_id"), "program_id")
+        method = body.get("method")
+        if method not in PURCHASE_METHODS:
+            raise InvalidInput(
+                "method must be 'manual' or 'wallet'",
+                code="invalid_method",
+                details={"field": "method"},
+            )
+        currency = check_currency(body.get("currency"))
+        amount = Money.of(body.get("amount"), currency)
+        if amount.amount < 0:
+            raise InvalidInput("amount must not be negative", code="invalid_amount")
+        purchase = {
+            "purchase_id": purchase_id,
+            "method": method,
+            "amount": amount.amount,
+            "currency": currency,
+        }
+        account_id = first_account_id(purchase_id)
+
+        def command() -> AccountReply:
+            try:
+                existing = self.repository.get(account_id)
+            except AggregateNotFoundError:
+                pass
+            else:
+                assert isinstance(existing, TradingAccount)
+                _check_same_purchase(existing, trader_id, program_id, purchase)
+                return AccountReply(existing, duplicate=True, position=None)
+            program = self.program(program_id)
+            if method == "wallet" and amount.amount > 0:
+                # Wallets hold only deposits, and deposits arrive with the money ledger:
+                # until then every wallet is empty.
+                raise InvalidInput(
+                    f"the wallet of trader {trader_id} holds less than {amount}",
+                    code="insufficient_funds",
+                    details={"wallet_balance": "0", "required": str(amount.amount)},
+                )
+            account = TradingAccount.open(
+                account_id=account_id,
+                trader_id=trader_id,
+                program=program.definition,
+                program_version=program.version,
+                stage=program.definition.first_stage,
+                purchase=purchase,
+            )
+            trader = None
+            if trader_id_to_uuid(trader_id) not in self.repository:
+                trader = Trader.register(trader_id)
+            return AccountReply(account, duplicate=False, position=self._save(trader, account))
+
+        return self._retrying(command)
+
+    # Trades and equity --------------------------------------------------------------
+
+    def record_trade(self, account_id: str, body: Any) -> AccountReply:
+        def command() -> AccountReply:
+            account = self.account(account_id)
+            trade = Trade.parse(body, account.currency)
+            outcome = account.close_trade(trade)
+            if outcome.duplicate:
+                original = self._as_recorded(account.id, outcome.version)
+                return AccountReply(original, duplicate=True, position=None)
+            return AccountReply(
+                account, duplicate=False, position=self._save(account, outcome.opened)
+            )
+
+        return self._retrying(command)
+
+    def record_equity(self, account_id: str, body: Any) -> AccountReply:
+        def command() -> AccountReply:
+            account = self.account(account_id)
+            equity, at = parse_equity_mark(body, account.currency)
+            if not account.mark_equity(equity, at):
+                return AccountReply(account, duplicate=True, position=None)
+            return AccountReply(account, duplicate=False, position=self._save(account))
+
+        return self._retrying(command)
+
+    def record_trades_batch(self, items: list[Any]) -> tuple[list[BatchResult], int | None]:
+        """Apply up to 1,000 trades, per account in the order given, in one transaction."""
+        if len(items) > MAX_BATCH_TRADES:
+            raise InvalidInput(
+                f"a batch holds at most {MAX_BATCH_TRADES} trades, got {len(items)}",
+                code="batch_too_large",
+            )
+        return self._retrying(lambda: self._apply_batch(items))
+
+    def _apply_batch(self, items: list[Any]) -> tuple[list[BatchResult], int | None]:
+        accounts: dict[str, _BatchAccount] = {}
+        results: list[BatchResult] = []
+        for item in items:
+            if not isinstance(item, dict):
+                results.append(_rejected("", None, InvalidInput("a trade must be an object")))
+                continue
+            raw_account_id = item.get("account_id")
+            account_key = raw_account_id if isinstance(raw_account_id, str) else ""
+            trade_body = {key: value for key, value in item.items() if key != "account_id"}
+            raw_trade_id = trade_body.get("trade_id")
+            trade_id = raw_trade_id if isinstance(raw_trade_id, str) else None
+            entry = accounts.get(account_key)
+            if entry is None:
+                entry = accounts[account_key] = self._load_for_batch(account_key)
+            if entry.account is None:
+                assert entry.error is not None
+                results.append(_rejected(account_key, trade_id, entry.error))
+                continue
+            try:
+                trade = Trade.parse(trade_body, entry.account.currency)
+                outcome = entry.account.close_trade(trade)
+            except DomainError as error:
+                results.append(_rejected(account_key, trade_id, error))
+                continue
+            if outcome.opened is not None:
+                entry.opened.append(outcome.opened)
+            status = "duplicate" if outcome.duplicate else "created"
+            results.append(BatchResult(account_key, trade_id, status))
+        to_save: list[TradingAccount] = []
+        for entry in accounts.values():
+            if entry.account is not None:
+                to_save.append(entry.account)
+                to_save.extend(entry.opened)
+        return results, self._save(*to_save)
+
+    def _load_for_batch(self, account_id: str) -> _BatchAccount:
+        try:
+            return _BatchAccount(self.account(account_id))
+        except DomainError as error:
+            return _BatchAccount(None, error)
+
+    # Reads --------------------------------------------------------------------------
+
+    def _as_recorded(self, account_id: UUID, trade_version: int) -> TradingAccount:
+        """The account as the command that recorded the trade at `trade_version` left it:
+        the trade and the breach or pass it caused in the same save."""
+        account: Any = None
+        for event in self.events.get(account_id, lte=trade_version + 1):
+            decided = isinstance(
+                event, (TradingAccount.RuleBreached, TradingAccount.PhasePassed)
+            )
+            if event.originator_version > trade_version and not decided:
+                break
+            account = event.mutate(account)
+        assert isinstance(account, TradingAccount)
+        return account
+
+    def account_as_of(self, account_id: str, as_of: datetime) -> TradingAccount:
+        """The account as the ledger knew it at `as_of`: its events recorded until then."""
+        aggregate_id = _parse_uuid(account_id, "account")
+        account: Any = None
+        for event in self.events.get(aggregate_id):
+            if event.timestamp > as_of:
+                break
+            account = event.mutate(account)
+        if not isinstance(account, TradingAccount):
+            raise NotFound(
+                f"account {account_id} did not exist at {as_of.isoformat()}",
+                code="unknown_account",
+            )
+        return account
+
+    def account_events(
+        self, account_id: str, *, after_version: int = 0, limit: int = 100
+    ) -> list[DomainEventProtocol[UUID]]:
+        account = self.account(account_id)
+        return list(
+            self.events.get(account.id, gt=after_version, lte=after_version + limit)
+        )
+
+
+def _parse_uuid(value: str, label: str) -> UUID:
+    try:
+        return UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        raise NotFound(f"{label} {value} not found", code=f"unknown_{label}") from None
+
+
+def _external_id(value: Any, field_name: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > _ID_MAX_LENGTH:
+        raise InvalidInput(
+            f"{field_name} must be a non-empty string of at most {_ID_MAX_LENGTH} characters",
+            code="invalid_input",
+            details={"field": field_name},
+        )
+    return value
+
+
+def _check_same_purchase(
+    account: TradingAccount, trader_id: str, program_id: str, purchase: dict[str, Any]
+) -> None:
+    recorded = account.purchase or {}
+    same = (
+        account.trader_id == trader_id
+        and account.program_id == program_id
+        and recorded.get("method") == purchase["method"]
+        and recorded.get("currency") == purchase["currency"]
+        and recorded.get("amount") == purchase["amount"]
+    )
+    if not same:
+        raise Conflict(
+            f"purchase {purchase['purchase_id']} was already recorded with other details",
+            code="purchase_conflict",
+            details={"account_id": str(account.id)},
+        )
+
+
+def _rejected(account_id: str, trade_id: str | None, error: DomainError) -> BatchResult:
+    return BatchResult(
+        account_id,
+        trade_id,
+        "rejected",
+        {"code": error.code, "message": error.message, "details": error.details},
+    )

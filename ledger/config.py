@@ -1,0 +1,105 @@
+"""Settings from the environment (or a .env file), validated at start-up."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger("propledger")
+
+DEFAULT_DATABASE_URL = "sqlite:///./var/propledger.db"
+MIN_SECRET_BYTES = 32
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "please-change-me"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    propledger_database_url: str = DEFAULT_DATABASE_URL
+    propledger_jwt_secret: str | None = None
+    propledger_env: Literal["development", "production"] = "development"
+    stripe_webhook_secret: str | None = None
+    # "inprocess": `propledger serve` also runs the projection workers (the default, and
+    # what the embedded SQLite setup needs); "external": only `propledger project` does.
+    propledger_projections: Literal["inprocess", "external"] = "inprocess"
+
+    @field_validator("propledger_database_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        database_url_to_env(value)
+        return value
+
+    @property
+    def database_url(self) -> str:
+        return self.propledger_database_url
+
+    @property
+    def is_production(self) -> bool:
+        return self.propledger_env == "production"
+
+    def jwt_secret(self) -> str:
+        """The HS256 key. In development a missing one is generated once into ./var/."""
+        secret = self.propledger_jwt_secret
+        if secret:
+            weak = len(secret.encode()) < MIN_SECRET_BYTES or secret.lower() in _PLACEHOLDER_SECRETS
+            if weak and self.is_production:
+                raise ValueError(
+                    f"PROPLEDGER_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
+                    "and not a placeholder in production"
+                )
+            return secret
+        if self.is_production:
+            raise ValueError("PROPLEDGER_JWT_SECRET is required in production")
+        path = Path("var") / "jwt-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+            logger.warning("PROPLEDGER_JWT_SECRET is not set: generated a development key in %s", path)
+        return path.read_text().strip()
+
+
+def database_url_to_env(url: str) -> dict[str, str]:
+    """The eventsourcing persistence settings for a `sqlite:///` or `postgresql://` URL."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = unquote(parts.path)
+        # sqlite:///./var/x.db -> ./var/x.db ; sqlite:////abs/x.db -> /abs/x.db
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise ValueError("an SQLite URL needs a file path: sqlite:///./var/propledger.db")
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": path,
+            "SQLITE_LOCK_TIMEOUT": "10",
+            "CREATE_TABLE": "n",
+        }
+    if parts.scheme in ("postgresql", "postgres"):
+        dbname = parts.path.lstrip("/")
+        if not dbname:
+            raise ValueError("a PostgreSQL URL needs a database: postgresql://user@host:5432/db")
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": unquote(dbname),
+            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": unquote(parts.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            "POSTGRES_POOL_SIZE": "4",
+            "POSTGRES_MAX_OVERFLOW": "8",
+            "POSTGRES_CONNECT_TIMEOUT": "10",
+            "POSTGRES_LOCK_TIMEOUT": "10",
+            "CREATE_TABLE": "n",
+        }
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+def sqlite_path(url: str) -> str | None:
+    env = database_url_to_env(url)
+    return env.get("SQLITE_DBNAME")

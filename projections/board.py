@@ -1,0 +1,149 @@
+"""The account board: one row per trading account with its state fields.
+
+Each account event carries the account's public numbers after it (`board`), so a page of
+events becomes at most one write per account.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from domain.account import TradingAccount
+from domain.money import Money
+from projections.store import Cursor, Database
+
+_TOPIC_PREFIX = f"{TradingAccount.__module__}:{TradingAccount.__qualname__}."
+
+STATIC_COLUMNS = (
+    "account_id", "trader_id", "program_id", "program_version", "stage", "currency",
+    "initial_balance", "opened_at",
+)  # fmt: skip
+DYNAMIC_COLUMNS = (
+    "status", "balance", "equity", "high_water_mark", "day_start_balance",
+    "daily_loss_floor", "max_loss_floor", "trading_days", "profit", "current_day",
+    "breach", "passed_at", "next_account_id", "updated_at", "version",
+)  # fmt: skip
+AMOUNT_COLUMNS = frozenset(
+    {
+        "initial_balance", "balance", "equity", "high_water_mark", "day_start_balance",
+        "daily_loss_floor", "max_loss_floor", "profit",
+    }
+)  # fmt: skip
+COLUMNS = STATIC_COLUMNS + DYNAMIC_COLUMNS
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _breach_text(breach: dict[str, Any] | None) -> str | None:
+    if breach is None:
+        return None
+    return json.dumps({key: _text(value) for key, value in breach.items()}, sort_keys=True)
+
+
+class AccountBoard:
+    name = "account_board"
+
+    def handles(self, topic: str) -> bool:
+        return topic.startswith(_TOPIC_PREFIX)
+
+    def reset(self, cursor: Cursor) -> None:
+        cursor.execute("DELETE FROM account_board")
+
+    def apply(self, cursor: Cursor, events: list[Any]) -> None:
+        new_rows: dict[str, dict[str, Any]] = {}
+        updates: dict[str, dict[str, Any]] = {}
+        for event in events:
+            account_id = str(event.originator_id)
+            dynamic = self._dynamic(event)
+            if isinstance(event, TradingAccount.Opened):
+                program = event.program
+                new_rows[account_id] = {
+                    "account_id": account_id,
+                    "trader_id": event.trader_id,
+                    "program_id": program["program_id"],
+                    "program_version": event.program_version,
+                    "stage": event.stage,
+                    "currency": program["currency"],
+                    "initial_balance": program["initial_balance"],
+                    "opened_at": event.timestamp.isoformat(),
+                    **dynamic,
+                }
+            elif account_id in new_rows:
+                new_rows[account_id].update(dynamic)
+            else:
+                updates[account_id] = dynamic
+        if new_rows:
+            placeholders = ", ".join("?" for _ in COLUMNS)
+            assignments = ", ".join(f"{column} = excluded.{column}" for column in COLUMNS[1:])
+            cursor.executemany(
+                f"INSERT INTO account_board ({', '.join(COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608
+                f"ON CONFLICT (account_id) DO UPDATE SET {assignments}",
+                [[row[column] for column in COLUMNS] for row in new_rows.values()],
+            )
+        if updates:
+            assignments = ", ".join(f"{column} = ?" for column in DYNAMIC_COLUMNS)
+            cursor.executemany(
+                f"UPDATE account_board SET {assignments} WHERE account_id = ?",  # noqa: S608
+                [
+                    [row[column] for column in DYNAMIC_COLUMNS] + [account_id]
+                    for account_id, row in updates.items()
+                ],
+            )
+
+    @staticmethod
+    def _dynamic(event: Any) -> dict[str, Any]:
+        board = event.board
+        return {
+            "status": board["status"],
+            "balance": _text(board["balance"]),
+            "equity": _text(board["equity"]),
+            "high_water_mark": _text(board["high_water_mark"]),
+            "day_start_balance": _text(board["day_start_balance"]),
+            "daily_loss_floor": _text(board["daily_loss_floor"]),
+            "max_loss_floor": _text(board["max_loss_floor"]),
+            "trading_days": board["trading_days"],
+            "profit": _text(board["profit"]),
+            "current_day": board["current_day"],
+            "breach": _breach_text(board["breach"]),
+            "passed_at": _text(board["passed_at"]),
+            "next_account_id": board["next_account_id"],
+            "updated_at": event.timestamp.isoformat(),
+            "version": event.originator_version,
+        }
+
+
+def row_to_state(row: dict[str, Any]) -> dict[str, Any]:
+    """A board row as the API's account state (amounts as exact decimal strings)."""
+    currency = row["currency"]
+    state = {column: row[column] for column in COLUMNS}
+    for column in AMOUNT_COLUMNS:
+        state[column] = str(Money(Decimal(str(row[column])), currency).amount)
+    state["breach"] = json.loads(row["breach"]) if row["breach"] else None
+    return state
+
+
+def trader_accounts(
+    database: Database, trader_id: str, *, limit: int = 200
+) -> list[dict[str, Any]]:
+    rows = database.query(
+        f"SELECT {', '.join(COLUMNS)} FROM account_board WHERE trader_id = ? "  # noqa: S608
+        "ORDER BY opened_at, account_id LIMIT ?",
+        (trader_id, limit),
+    )
+    return [row_to_state(row) for row in rows]
+
+
+def all_rows(database: Database) -> list[dict[str, Any]]:
+    rows = database.query(
+        f"SELECT {', '.join(COLUMNS)} FROM account_board ORDER BY account_id"  # noqa: S608
+    )
+    return [row_to_state(row) for row in rows]

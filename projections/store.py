@@ -1,0 +1,120 @@
+"""Connections for read models: the same database as the event store, SQLite or PostgreSQL.
+
+SQL is written once with `?` placeholders; PostgreSQL gets `%s`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class Database:
+    """A small façade over sqlite3 and a psycopg pool with one placeholder style."""
+
+    def __init__(self, url: str, *, pool_size: int = 4) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        if parts.scheme == "sqlite":
+            path = unquote(parts.path)
+            self.dialect = "sqlite"
+            self._sqlite_path = path[1:] if path.startswith("/") else path
+            self._local = threading.local()
+            self._pool: ConnectionPool[Any] | None = None
+        elif parts.scheme in ("postgresql", "postgres"):
+            self.dialect = "postgres"
+            conninfo = psycopg.conninfo.make_conninfo(
+                dbname=unquote(parts.path.lstrip("/")),
+                host=parts.hostname or "127.0.0.1",
+                port=parts.port or 5432,
+                user=unquote(parts.username or "postgres"),
+                password=unquote(parts.password) if parts.password else None,
+                connect_timeout=10,
+            )
+            self._pool = ConnectionPool(
+                conninfo,
+                min_size=1,
+                max_size=pool_size,
+                kwargs={"row_factory": dict_row, "autocommit": False},
+                open=True,
+                name="propledger-projections",
+            )
+        else:
+            raise ValueError(f"unsupported database URL {url!r}")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+        elif getattr(self._local, "connection", None) is not None:
+            self._local.connection.close()
+            self._local.connection = None
+
+    def _sqlite(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self._sqlite_path, isolation_level=None, timeout=30, check_same_thread=False
+            )
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA busy_timeout = 30000")
+            self._local.connection = connection
+        return connection
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Cursor]:
+        """One transaction: committed when the block ends, rolled back on an exception."""
+        if self._pool is None:
+            connection = self._sqlite()
+            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield _SQLiteCursor(connection)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            return
+        with self._pool.connection() as connection, connection.transaction():
+            with connection.cursor() as cursor:
+                yield _PostgresCursor(cursor)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self.transaction(write=False) as cursor:
+            return cursor.execute(sql, params)
+
+
+class _SQLiteCursor:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cursor = self._connection.execute(sql, tuple(params))
+        return [dict(row) for row in cursor.fetchall()] if cursor.description else []
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._connection.executemany(sql, rows)
+
+
+class _PostgresCursor:
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        self._cursor.execute(sql.replace("?", "%s").encode(), tuple(params))
+        return list(self._cursor.fetchall()) if self._cursor.description else []
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._cursor.executemany(sql.replace("?", "%s").encode(), rows)
