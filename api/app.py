@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from api import errors
-from api.auth import CurrentPrincipal, Principal, require, require_any_role
+from api.auth import Admin, AdminOrFinance, AnyRole, Auditors, CurrentPrincipal, Platform, Principal
 from api.errors import ApiError, envelope
 from api.schemas import EquityMark, PurchaseCreate, TradeBatch, TradeCreate
 from api.views import account_state, event_view, plain, program_view
@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(BodyLimit)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit)
     _routes(app)
     return app
 
@@ -152,7 +152,7 @@ def _wait_for_projections(request: Request) -> int:
     return position
 
 
-def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of thin handlers
+def _routes(app: FastAPI) -> None:
     @app.get("/health", tags=["health"])
     def health(request: Request) -> JSONResponse:
         try:
@@ -167,23 +167,17 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of thin handlers
         )
 
     @app.post("/v1/programs", tags=["programs"], status_code=201)
-    def define_program(
-        body: dict[str, Any], request: Request, _: Principal = require("admin")
-    ) -> JSONResponse:
+    def define_program(body: dict[str, Any], request: Request, _: Admin) -> JSONResponse:
         program, changed, position = _ledger(request).define_program(body)
         reply = {**program_view(program), "position": position or _ledger(request).position()}
         return _created(reply, created=changed)
 
     @app.get("/v1/programs/{program_id}", tags=["programs"])
-    def get_program(
-        program_id: str, request: Request, _: Principal = require_any_role()
-    ) -> JSONResponse:
+    def get_program(program_id: str, request: Request, _: AnyRole) -> JSONResponse:
         return JSONResponse(plain(program_view(_ledger(request).program(program_id))))
 
     @app.post("/v1/purchases", tags=["purchases"], status_code=201)
-    def purchase(
-        body: PurchaseCreate, request: Request, _: Principal = require("admin", "finance")
-    ) -> JSONResponse:
+    def purchase(body: PurchaseCreate, request: Request, _: AdminOrFinance) -> JSONResponse:
         ledger = _ledger(request)
         reply = ledger.purchase(body.model_dump())
         payload = {
@@ -197,7 +191,7 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of thin handlers
 
     @app.post("/v1/accounts/{account_id}/trades", tags=["trades"], status_code=201)
     def record_trade(
-        account_id: str, body: TradeCreate, request: Request, _: Principal = require("platform")
+        account_id: str, body: TradeCreate, request: Request, _: Platform
     ) -> JSONResponse:
         ledger = _ledger(request)
         reply = ledger.record_trade(account_id, body.model_dump())
@@ -210,9 +204,7 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of thin handlers
         return _created(payload, created=not reply.duplicate)
 
     @app.post("/v1/trades:batch", tags=["trades"])
-    def record_trades_batch(
-        body: TradeBatch, request: Request, _: Principal = require("platform")
-    ) -> JSONResponse:
+    def record_trades_batch(body: TradeBatch, request: Request, _: Platform) -> JSONResponse:
         ledger = _ledger(request)
         results, position = ledger.record_trades_batch(body.trades)
         return JSONResponse(
@@ -226,7 +218,7 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of thin handlers
 
     @app.post("/v1/accounts/{account_id}/equity", tags=["trades"], status_code=201)
     def record_equity(
-        account_id: str, body: EquityMark, request: Request, _: Principal = require("platform")
+        account_id: str, body: EquityMark, request: Request, _: Platform
     ) -> JSONResponse:
         ledger = _ledger(request)
         reply = ledger.record_equity(account_id, body.model_dump())
@@ -242,7 +234,7 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of thin handlers
         account_id: str,
         request: Request,
         principal: CurrentPrincipal,
-        as_of: str | None = Query(default=None, description="RFC 3339 instant"),
+        as_of: Annotated[str | None, Query(description="RFC 3339 instant", max_length=40)] = None,
     ) -> JSONResponse:
         ledger = _ledger(request)
         current = ledger.account(account_id)
@@ -250,7 +242,9 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of thin handlers
         if as_of is None:
             return JSONResponse(account_state(current))
         instant = parse_timestamp(as_of, field="as_of")
-        return JSONResponse({**account_state(ledger.account_as_of(account_id, instant)), "as_of": as_of})
+        return JSONResponse(
+            {**account_state(ledger.account_as_of(account_id, instant)), "as_of": as_of}
+        )
 
     @app.get("/v1/traders/{trader_id}/accounts", tags=["accounts"])
     def get_trader_accounts(
@@ -269,9 +263,9 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - a flat list of thin handlers
     def get_account_events(
         account_id: str,
         request: Request,
-        _: Principal = require("auditor", "admin", "finance"),
-        after_version: int = Query(default=0, ge=0),
-        limit: int = Query(default=100, ge=1, le=MAX_EVENTS_PAGE),
+        _: Auditors,
+        after_version: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
     ) -> JSONResponse:
         events = _ledger(request).account_events(
             account_id, after_version=after_version, limit=limit

@@ -71,7 +71,9 @@ def current_principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthenticated", "an 'Authorization: Bearer <JWT>' header is required")
+        raise ApiError(
+            401, "unauthenticated", "an 'Authorization: Bearer <JWT>' header is required"
+        )
     return decode_token(request.app.state.jwt_secret, token.strip())
 
 
@@ -83,13 +85,14 @@ def require(*roles: str) -> Any:
 
     def check(principal: CurrentPrincipal) -> Principal:
         if not principal.has_any(roles):
-            raise ApiError(
-                403, "forbidden", f"this needs one of the roles: {', '.join(roles)}"
-            )
+            raise ApiError(403, "forbidden", f"this needs one of the roles: {', '.join(roles)}")
         return principal
 
     return Depends(check)
 
 
-def require_any_role() -> Any:
-    return require(*ROLES)
+AnyRole = Annotated[Principal, require(*ROLES)]
+Admin = Annotated[Principal, require("admin")]
+AdminOrFinance = Annotated[Principal, require("admin", "finance")]
+Platform = Annotated[Principal, require("platform")]
+Auditors = Annotated[Principal, require("auditor", "admin", "finance")]

@@ -90,12 +90,16 @@ def cmd_project(args: argparse.Namespace) -> int:
                 started = time.monotonic()
                 count = runner.rebuild(projection)
                 elapsed = time.monotonic() - started
-                print(f"rebuilt {projection.name}: {count} events in {elapsed:.1f}s", file=sys.stderr)
+                print(
+                    f"rebuilt {projection.name}: {count} events in {elapsed:.1f}s", file=sys.stderr
+                )
         if args.once:
             count = runner.catch_up()
             print(f"caught up: {count} events", file=sys.stderr)
             return 0
-        print(f"propledger project: following the log (position {ledger.position()})", file=sys.stderr)
+        print(
+            f"propledger project: following the log (position {ledger.position()})", file=sys.stderr
+        )
 
         def stop(*_: Any) -> None:
             runner.stop()

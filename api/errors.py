@@ -88,7 +88,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(error.status_code, "http_error")
-        return envelope(error.status_code, code, str(error.detail), None, error.headers)
+        headers = dict(error.headers) if error.headers else None
+        return envelope(error.status_code, code, str(error.detail), None, headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> JSONResponse:

@@ -39,7 +39,8 @@ def account_state(account: TradingAccount) -> dict[str, Any]:
         "opened_at": account.created_on,
         "version": account.version,
     }
-    return plain(state)
+    shaped: dict[str, Any] = plain(state)
+    return shaped
 
 
 def program_view(program: Program) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def event_view(event: Any) -> dict[str, Any]:
         for key, value in event.__dict__.items()
         if key not in ("originator_id", "originator_version", "timestamp", "originator_topic")
     }
-    return plain(
+    shaped: dict[str, Any] = plain(
         {
             "version": event.originator_version,
             "type": type(event).__name__,
@@ -60,3 +61,4 @@ def event_view(event: Any) -> dict[str, Any]:
             "data": data,
         }
     )
+    return shaped

@@ -163,7 +163,9 @@ class TradingAccount(Aggregate):
     def close_trade(self, trade: Trade) -> TradeOutcome:
         """Record a closed trade; judge it while the account is active."""
         if trade.profit.currency != self.currency:
-            raise InvalidInput(f"trade amounts must be in {self.currency}", code="currency_mismatch")
+            raise InvalidInput(
+                f"trade amounts must be in {self.currency}", code="currency_mismatch"
+            )
         recorded = self.trades.get(trade.trade_id)
         if recorded is not None:
             version, fingerprint = recorded
@@ -193,7 +195,9 @@ class TradingAccount(Aggregate):
             self._breach(breach)
             return TradeOutcome(version=version, duplicate=False)
         if not self.rules.is_funded and rules.has_passed(self.state, self.rules):
-            return TradeOutcome(version=version, duplicate=False, opened=self._pass(trade.closed_at))
+            return TradeOutcome(
+                version=version, duplicate=False, opened=self._pass(trade.closed_at)
+            )
         return TradeOutcome(version=version, duplicate=False)
 
     def mark_equity(self, equity: Money, at: datetime) -> bool:
@@ -259,12 +263,16 @@ class TradingAccount(Aggregate):
             + Money(trade["commission"], currency)
             + Money(trade["swap"], currency)
         )
-        self.state = rules.after_trade(self.state, self.rules, self.calendar, trade["closed_at"], net)
+        self.state = rules.after_trade(
+            self.state, self.rules, self.calendar, trade["closed_at"], net
+        )
         self.trades[trade["trade_id"]] = (event.originator_version, event.fingerprint)
 
     def _apply_equity_mark(self, event: TradingAccount.EquityMarked) -> None:
         equity = Money(event.equity, self.currency)
-        self.state = rules.after_equity_mark(self.state, self.rules, self.calendar, equity, event.at)
+        self.state = rules.after_equity_mark(
+            self.state, self.rules, self.calendar, equity, event.at
+        )
 
 
 def _board(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+
 from eventsourcing.domain import Aggregate
 
 from domain.ids import program_id_to_uuid, trader_id_to_uuid
@@ -28,7 +29,9 @@ class Program(Aggregate):
     @classmethod
     def define(cls, definition: ProgramDefinition) -> Program:
         return cls._create(
-            cls.Defined, id=program_id_to_uuid(definition.program_id), definition=definition.to_dict()
+            cls.Defined,
+            id=program_id_to_uuid(definition.program_id),
+            definition=definition.to_dict(),
         )
 
     def revise(self, definition: ProgramDefinition) -> bool:

@@ -13,14 +13,14 @@ instants keeps day labels monotonic in time across every DST change.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 
 def boundary(local_date: date, zone: ZoneInfo, day_start: time) -> datetime:
     """The instant (UTC) at which the local wall clock shows `day_start` on `local_date`."""
     wall = datetime.combine(local_date, day_start, tzinfo=zone)
-    return wall.astimezone(timezone.utc)
+    return wall.astimezone(UTC)
 
 
 def _label_offset(day_start: time) -> int:

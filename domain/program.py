@@ -205,12 +205,12 @@ class _Parser:
                 self.problem(field, "is required")
             return None
         if isinstance(value, bool) or not isinstance(value, (str, int)):
-            self.problem(field, "must be a decimal string such as \"10\" (not a float)")
+            self.problem(field, 'must be a decimal string such as "10" (not a float)')
             return None
         try:
             number = parse_decimal(str(value), field=field)
         except DomainError:
-            self.problem(field, "must be a decimal string such as \"10\"")
+            self.problem(field, 'must be a decimal string such as "10"')
             return None
         too_low = number < low if low_inclusive else number <= low
         if too_low or number > high:
@@ -220,7 +220,14 @@ class _Parser:
         return number
 
     def integer(
-        self, data: dict[str, Any], key: str, field: str, *, low: int, high: int, default: Any = None
+        self,
+        data: dict[str, Any],
+        key: str,
+        field: str,
+        *,
+        low: int,
+        high: int,
+        default: Any = None,
     ) -> int:
         value = data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -379,7 +386,11 @@ class _Parser:
             min_days = self.integer(
                 phase, "min_trading_days", f"{field}.min_trading_days", low=0, high=366, default=0
             )
-            if target is None or rules["max_daily_loss_pct"] is None or rules["max_loss_pct"] is None:
+            if (
+                target is None
+                or rules["max_daily_loss_pct"] is None
+                or rules["max_loss_pct"] is None
+            ):
                 continue
             phases.append(
                 StageRules(

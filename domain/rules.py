@@ -180,7 +180,9 @@ def after_trade(
     high_water_mark = state.high_water_mark
     if rules.max_loss_mode != "trailing_eod":
         high_water_mark = high_water_mark.max(balance)
-    last_trade_at = closed_at if state.last_trade_at is None else max(state.last_trade_at, closed_at)
+    last_trade_at = (
+        closed_at if state.last_trade_at is None else max(state.last_trade_at, closed_at)
+    )
     return replace(
         state,
         balance=balance,

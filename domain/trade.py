@@ -114,7 +114,9 @@ class Trade:
                 details={"opened_at": data.get("opened_at"), "closed_at": data.get("closed_at")},
             )
         if "profit" not in data:
-            raise InvalidInput("profit is required", code="invalid_decimal", details={"field": "profit"})
+            raise InvalidInput(
+                "profit is required", code="invalid_decimal", details={"field": "profit"}
+            )
         return cls(
             trade_id=trade_id,
             symbol=symbol,

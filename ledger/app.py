@@ -82,7 +82,7 @@ class PropLedger(Application[UUID]):
             except IntegrityError:
                 if attempt == MAX_ATTEMPTS:
                     raise
-                time.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))  # noqa: S311
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))  # noqa: S311
         raise AssertionError("unreachable")
 
     def _save(self, *aggregates: Any) -> int | None:
@@ -95,7 +95,7 @@ class PropLedger(Application[UUID]):
 
     def _get(self, aggregate_id: UUID, kind: type[T], label: str, key: str) -> T:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: Any = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"{label} {key} not found", code=f"unknown_{label}") from None
         if not isinstance(aggregate, kind):
@@ -154,7 +154,7 @@ class PropLedger(Application[UUID]):
 
         def command() -> AccountReply:
             try:
-                existing = self.repository.get(account_id)
+                existing: Any = self.repository.get(account_id)
             except AggregateNotFoundError:
                 pass
             else:
@@ -268,10 +268,9 @@ class PropLedger(Application[UUID]):
         """The account as the command that recorded the trade at `trade_version` left it:
         the trade and the breach or pass it caused in the same save."""
         account: Any = None
-        for event in self.events.get(account_id, lte=trade_version + 1):
-            decided = isinstance(
-                event, (TradingAccount.RuleBreached, TradingAccount.PhasePassed)
-            )
+        events: list[Any] = list(self.events.get(account_id, lte=trade_version + 1))
+        for event in events:
+            decided = isinstance(event, (TradingAccount.RuleBreached, TradingAccount.PhasePassed))
             if event.originator_version > trade_version and not decided:
                 break
             account = event.mutate(account)
@@ -282,7 +281,8 @@ class PropLedger(Application[UUID]):
         """The account as the ledger knew it at `as_of`: its events recorded until then."""
         aggregate_id = _parse_uuid(account_id, "account")
         account: Any = None
-        for event in self.events.get(aggregate_id):
+        history: Any = self.events.get(aggregate_id)
+        for event in history:
             if event.timestamp > as_of:
                 break
             account = event.mutate(account)
@@ -297,9 +297,7 @@ class PropLedger(Application[UUID]):
         self, account_id: str, *, after_version: int = 0, limit: int = 100
     ) -> list[DomainEventProtocol[UUID]]:
         account = self.account(account_id)
-        return list(
-            self.events.get(account.id, gt=after_version, lte=after_version + limit)
-        )
+        return list(self.events.get(account.id, gt=after_version, lte=after_version + limit))
 
 
 def _parse_uuid(value: str, label: str) -> UUID:

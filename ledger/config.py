@@ -61,7 +61,9 @@ class Settings(BaseSettings):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(secrets.token_urlsafe(48))
             path.chmod(0o600)
-            logger.warning("PROPLEDGER_JWT_SECRET is not set: generated a development key in %s", path)
+            logger.warning(
+                "PROPLEDGER_JWT_SECRET is not set: generated a development key in %s", path
+            )
         return path.read_text().strip()
 
 

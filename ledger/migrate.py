@@ -90,14 +90,17 @@ def _statements(sql: str) -> list[str]:
 
 
 def _migrate_postgres(env: dict[str, str]) -> list[str]:
-    with psycopg.connect(
-        dbname=env["POSTGRES_DBNAME"],
-        host=env["POSTGRES_HOST"],
-        port=env["POSTGRES_PORT"],
-        user=env["POSTGRES_USER"],
-        password=env["POSTGRES_PASSWORD"] or None,
-        connect_timeout=10,
-    ) as connection, connection.transaction():
+    with (
+        psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env["POSTGRES_HOST"],
+            port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"] or None,
+            connect_timeout=10,
+        ) as connection,
+        connection.transaction(),
+    ):
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
         connection.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "

@@ -184,8 +184,8 @@ def _lock_position(database: Database, cursor: Cursor, name: str) -> int:
         "ON CONFLICT (projection) DO NOTHING",
         (name,),
     )
-    suffix = " FOR UPDATE" if database.dialect == "postgres" else ""
-    rows = cursor.execute(
-        "SELECT position FROM projection_tracking WHERE projection = ?" + suffix, (name,)
-    )
+    select = "SELECT position FROM projection_tracking WHERE projection = ?"
+    if database.dialect == "postgres":
+        select += " FOR UPDATE"
+    rows = cursor.execute(select, (name,))
     return int(rows[0]["position"])

@@ -86,9 +86,12 @@ class Database:
                 raise
             connection.execute("COMMIT")
             return
-        with self._pool.connection() as connection, connection.transaction():
-            with connection.cursor() as cursor:
-                yield _PostgresCursor(cursor)
+        with (
+            self._pool.connection() as connection,
+            connection.transaction(),
+            connection.cursor() as cursor,
+        ):
+            yield _PostgresCursor(cursor)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self.transaction(write=False) as cursor:
