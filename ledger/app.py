@@ -69,6 +69,10 @@ class PropLedger(Application[UUID]):
 
     def __init__(self, database_url: str, env: dict[str, str] | None = None) -> None:
         settings = database_url_to_env(database_url)
+        # Aggregates stay cached between commands and are fast-forwarded with the events
+        # other processes recorded since; commands work on deep copies, so a command that
+        # loses a race leaves the cache untouched.
+        settings["AGGREGATE_CACHE_MAXSIZE"] = "5000"
         settings.update(env or {})
         super().__init__(env=settings)
 
