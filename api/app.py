@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import stripe
 from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from api import errors
-from api.auth import Admin, AdminOrFinance, AnyRole, Auditors, CurrentPrincipal, Platform, Principal
+from api.auth import (
+    Admin,
+    AdminOrFinance,
+    AnyRole,
+    Auditors,
+    CurrentPrincipal,
+    Finance,
+    FinanceOrAuditor,
+    Platform,
+    Principal,
+)
 from api.errors import ApiError, envelope
-from api.schemas import EquityMark, PurchaseCreate, TradeBatch, TradeCreate
-from api.views import account_state, event_view, plain, program_view
+from api.schemas import Allocation, EquityMark, PurchaseCreate, TradeBatch, TradeCreate
+from api.views import account_state, event_view, plain, program_view, trader_view
 from domain.account import TradingAccount
 from domain.errors import NotFound
 from domain.ids import trader_id_to_uuid
@@ -22,7 +35,10 @@ from domain.trade import parse_timestamp
 from ledger.app import PropLedger
 from ledger.config import Settings
 from ledger.migrate import migrate
-from projections.board import AccountBoard, trader_accounts
+from projections.board import trader_accounts
+from projections.journal import entry_lines, trial_balance
+from projections.payments import unallocated
+from projections.registry import default_projections
 from projections.runner import ProjectionRunner
 from projections.store import Database
 
@@ -31,6 +47,8 @@ logger = logging.getLogger("propledger.api")
 MAX_BODY_BYTES = 1024 * 1024
 READ_WAIT_SECONDS = 10.0
 MAX_EVENTS_PAGE = 1000
+MAX_ENTRIES_PAGE = 1000
+STRIPE_TOLERANCE_SECONDS = 300
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -96,11 +114,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrate(settings.database_url)
         ledger = PropLedger(settings.database_url)
         database = Database(settings.database_url)
-        runner = ProjectionRunner(ledger, database, [AccountBoard()])
+        runner = ProjectionRunner(ledger, database, default_projections())
         app.state.ledger = ledger
         app.state.database = database
         app.state.runner = runner
         app.state.jwt_secret = settings.jwt_secret()
+        app.state.stripe_webhook_secret = settings.stripe_webhook_secret
         if settings.propledger_projections == "inprocess":
             runner.start()
         try:
@@ -119,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit)
     _routes(app)
+    _money_routes(app)
     return app
 
 
@@ -275,3 +295,98 @@ def _routes(app: FastAPI) -> None:
         return JSONResponse(
             {"account_id": account_id, "events": page, "next_after_version": next_after}
         )
+
+
+def _money_routes(app: FastAPI) -> None:
+    @app.post("/v1/webhooks/stripe", tags=["payments"])
+    async def stripe_webhook(request: Request) -> JSONResponse:
+        """Verified with the `stripe` library over the raw body (tolerance 300 s)."""
+        secret = request.app.state.stripe_webhook_secret
+        if not secret:
+            raise ApiError(503, "webhook_not_configured", "STRIPE_WEBHOOK_SECRET is not set")
+        payload = await request.body()
+        try:
+            stripe.WebhookSignature.verify_header(
+                payload.decode("utf-8"),
+                request.headers.get("stripe-signature"),
+                secret,
+                tolerance=STRIPE_TOLERANCE_SECONDS,
+            )
+            event = json.loads(payload)
+        except (stripe.SignatureVerificationError, UnicodeDecodeError) as error:
+            raise ApiError(400, "invalid_signature", f"signature check failed: {error}") from None
+        except ValueError:
+            raise ApiError(400, "malformed_json", "the webhook body is not JSON") from None
+        if not isinstance(event, dict):
+            raise ApiError(400, "invalid_event", "the webhook body is not a Stripe event")
+        ledger = _ledger(request)
+        outcome, duplicate, position = await run_in_threadpool(ledger.apply_stripe_event, event)
+        return JSONResponse(
+            {
+                "received": True,
+                "event_id": event.get("id"),
+                "outcome": outcome,
+                "duplicate": duplicate,
+                "position": position or ledger.position(),
+            }
+        )
+
+    @app.get("/v1/ledger/trial-balance", tags=["ledger"])
+    def get_trial_balance(
+        request: Request,
+        _: FinanceOrAuditor,
+        as_of: Annotated[str | None, Query(description="RFC 3339 instant", max_length=40)] = None,
+    ) -> JSONResponse:
+        instant = parse_timestamp(as_of, field="as_of") if as_of else None
+        position = _wait_for_projections(request)
+        balance = trial_balance(request.app.state.database, instant)
+        return JSONResponse({"as_of": as_of, **balance, "position": position})
+
+    @app.get("/v1/ledger/entries", tags=["ledger"])
+    def get_entries(
+        request: Request,
+        _: FinanceOrAuditor,
+        account: Annotated[str | None, Query(max_length=200)] = None,
+        after: Annotated[str | None, Query(max_length=40, pattern=r"^\d+(\.\d+)?$")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_ENTRIES_PAGE)] = 100,
+    ) -> JSONResponse:
+        position = _wait_for_projections(request)
+        lines = entry_lines(request.app.state.database, account=account, after=after, limit=limit)
+        next_after = lines[-1]["cursor"] if len(lines) == limit else None
+        return JSONResponse({"entries": lines, "next_after": next_after, "position": position})
+
+    @app.get("/v1/payments/unallocated", tags=["payments"])
+    def get_unallocated(request: Request, _: FinanceOrAuditor) -> JSONResponse:
+        position = _wait_for_projections(request)
+        payments = unallocated(request.app.state.database)
+        return JSONResponse({"payments": payments, "position": position})
+
+    @app.post("/v1/payments/{payment_id}/allocate", tags=["payments"])
+    def allocate(
+        payment_id: str, body: Allocation, request: Request, principal: Finance
+    ) -> JSONResponse:
+        ledger = _ledger(request)
+        payment, account, position = ledger.allocate_payment(
+            payment_id, body.model_dump(), principal.sub
+        )
+        payload = {
+            "payment_id": payment_id,
+            "trader_id": payment.trader_id,
+            "program_id": payment.program_id,
+            "account_id": str(account.id),
+            "account": account_state(account),
+            "position": position or ledger.position(),
+        }
+        return _created(payload, created=True)
+
+    @app.get("/v1/traders/{trader_id}", tags=["traders"])
+    def get_trader(trader_id: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
+        if principal.is_only_trader and principal.trader_id != trader_id:
+            raise NotFound(f"trader {trader_id} not found", code="unknown_trader")
+        return JSONResponse(trader_view(_ledger(request).trader(trader_id)))
+
+    @app.post("/v1/traders/{trader_id}/reinstate", tags=["traders"])
+    def reinstate(trader_id: str, request: Request, principal: Admin) -> JSONResponse:
+        ledger = _ledger(request)
+        trader, position = ledger.reinstate_trader(trader_id, principal.sub)
+        return JSONResponse({**trader_view(trader), "position": position or ledger.position()})

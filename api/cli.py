@@ -75,7 +75,7 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_project(args: argparse.Namespace) -> int:
     from ledger.app import PropLedger
     from ledger.migrate import migrate
-    from projections.board import AccountBoard
+    from projections.registry import default_projections
     from projections.runner import ProjectionRunner
     from projections.store import Database
 
@@ -83,7 +83,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     migrate(settings.database_url)
     ledger = PropLedger(settings.database_url)
     database = Database(settings.database_url)
-    runner = ProjectionRunner(ledger, database, [AccountBoard()], batch_size=args.batch_size)
+    runner = ProjectionRunner(ledger, database, default_projections(), batch_size=args.batch_size)
     try:
         if args.rebuild:
             for projection in runner.projections:

@@ -48,3 +48,10 @@ class EquityMark(BaseModel):
 
     equity: StrictStr = Field(max_length=40, examples=["99850.00"])
     at: StrictStr = Field(max_length=40, examples=["2026-03-02T11:05:00Z"])
+
+
+class Allocation(BaseModel):
+    model_config = _STRICT
+
+    trader_id: StrictStr = Field(min_length=1, max_length=128)
+    program_id: StrictStr = Field(min_length=1, max_length=64)

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.account import TradingAccount
-from domain.aggregates import Program
+from domain.aggregates import Program, Trader
 
 
 def plain(value: Any) -> Any:
@@ -59,6 +59,22 @@ def event_view(event: Any) -> dict[str, Any]:
             "type": type(event).__name__,
             "recorded_at": event.timestamp,
             "data": data,
+        }
+    )
+    return shaped
+
+
+def trader_view(trader: Trader) -> dict[str, Any]:
+    shaped: dict[str, Any] = plain(
+        {
+            "trader_id": trader.trader_id,
+            "status": trader.status,
+            "wallet": [
+                {"currency": currency, "balance": trader.wallet_balance(currency).amount}
+                for currency in sorted(trader.wallet)
+            ],
+            "disputes": dict(sorted(trader.disputes.items())),
+            "first_account_ids": list(trader.account_ids),
         }
     )
     return shaped

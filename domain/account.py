@@ -21,7 +21,7 @@ from domain.errors import Conflict, InvalidInput
 from domain.ids import next_account_id
 from domain.money import Money
 from domain.program import ProgramDefinition, StageRules
-from domain.rules import ACTIVE, BREACHED, PASSED, AccountState, Breach, Calendar
+from domain.rules import ACTIVE, BREACHED, PASSED, SUSPENDED, AccountState, Breach, Calendar
 from domain.trade import Trade
 
 
@@ -44,6 +44,7 @@ class TradingAccount(Aggregate):
         purchase: dict[str, Any] | None
         previous_account_id: str | None
         board: dict[str, Any]
+        journal: list[dict[str, Any]]
 
     class TradeClosed(Aggregate.Event):
         trade: dict[str, Any]
@@ -90,6 +91,24 @@ class TradingAccount(Aggregate):
             aggregate.passed_at = self.at
             aggregate.next_account_id = self.next_account_id
 
+    class Suspended(Aggregate.Event):
+        """The trader is suspended (a payment dispute): payouts and passes wait."""
+
+        reason: str
+        board: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, TradingAccount)
+            aggregate.suspended = True
+
+    class Reinstated(Aggregate.Event):
+        reason: str
+        board: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, TradingAccount)
+            aggregate.suspended = False
+
     def __init__(
         self,
         trader_id: str,
@@ -108,7 +127,10 @@ class TradingAccount(Aggregate):
         self.rules: StageRules = self.program.stage_rules(stage)
         self.calendar = Calendar(self.program.zone, self.program.day_start)
         self.state: AccountState = rules.opening_state(self.program.initial_balance, self.rules)
+        # The rules' verdict (active, passed, breached); `suspended` overlays it while the
+        # trader is suspended, and lifting the suspension shows the verdict again.
         self.status = ACTIVE
+        self.suspended = False
         self.breach: Breach | None = None
         self.passed_at: datetime | None = None
         self.next_account_id: str | None = None
@@ -128,6 +150,7 @@ class TradingAccount(Aggregate):
         stage: str,
         purchase: dict[str, Any] | None = None,
         previous_account_id: str | None = None,
+        journal: list[dict[str, Any]] | None = None,
     ) -> TradingAccount:
         stage_rules = program.stage_rules(stage)
         state = rules.opening_state(program.initial_balance, stage_rules)
@@ -141,6 +164,7 @@ class TradingAccount(Aggregate):
             purchase=purchase,
             previous_account_id=previous_account_id,
             board=_board(state, stage_rules, ACTIVE, None, None, None),
+            journal=journal or [],
         )
 
     # Queries -----------------------------------------------------------------------
@@ -153,10 +177,18 @@ class TradingAccount(Aggregate):
     def program_id(self) -> str:
         return self.program.program_id
 
+    @property
+    def public_status(self) -> str:
+        return SUSPENDED if self.suspended else self.status
+
     def board(self) -> dict[str, Any]:
-        return _board(
-            self.state, self.rules, self.status, self.breach, self.passed_at, self.next_account_id
-        )
+        return self._board_with(self.state, self.status)
+
+    def _board_with(
+        self, state: AccountState, status: str, suspended: bool | None = None
+    ) -> dict[str, Any]:
+        shown = SUSPENDED if (self.suspended if suspended is None else suspended) else status
+        return _board(state, self.rules, shown, self.breach, self.passed_at, self.next_account_id)
 
     # Commands ----------------------------------------------------------------------
 
@@ -182,9 +214,7 @@ class TradingAccount(Aggregate):
             self.TradeClosed,
             trade=trade.to_event_dict(),
             fingerprint=trade.fingerprint,
-            board=_board(
-                state, self.rules, self.status, self.breach, self.passed_at, self.next_account_id
-            ),
+            board=self._board_with(state, self.status),
         )
         version = self.version
         if self.status != ACTIVE:
@@ -194,7 +224,9 @@ class TradingAccount(Aggregate):
         if breach is not None:
             self._breach(breach)
             return TradeOutcome(version=version, duplicate=False)
-        if not self.rules.is_funded and rules.has_passed(self.state, self.rules):
+        # A suspended trader's phase does not pass; the next trade after reinstatement can.
+        passes = not self.suspended and not self.rules.is_funded
+        if passes and rules.has_passed(self.state, self.rules):
             return TradeOutcome(
                 version=version, duplicate=False, opened=self._pass(trade.closed_at)
             )
@@ -211,9 +243,7 @@ class TradingAccount(Aggregate):
             self.EquityMarked,
             equity=equity.amount,
             at=at,
-            board=_board(
-                state, self.rules, self.status, self.breach, self.passed_at, self.next_account_id
-            ),
+            board=self._board_with(state, self.status),
         )
         if self.status == ACTIVE:
             breach = rules.find_breach(self.state, self.rules, equity, at)
@@ -221,8 +251,25 @@ class TradingAccount(Aggregate):
                 self._breach(breach)
         return True
 
+    def suspend(self, reason: str) -> bool:
+        if self.suspended:
+            return False
+        self.trigger_event(
+            self.Suspended, reason=reason, board=self._board_with(self.state, self.status, True)
+        )
+        return True
+
+    def reinstate(self, reason: str) -> bool:
+        if not self.suspended:
+            return False
+        self.trigger_event(
+            self.Reinstated, reason=reason, board=self._board_with(self.state, self.status, False)
+        )
+        return True
+
     def _breach(self, breach: Breach) -> None:
-        board = _board(self.state, self.rules, BREACHED, breach, None, None)
+        shown = SUSPENDED if self.suspended else BREACHED
+        board = _board(self.state, self.rules, shown, breach, None, None)
         self.trigger_event(
             self.RuleBreached,
             rule=breach.rule,

@@ -18,20 +18,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 
+from domain import journal
 from domain.account import TradingAccount
 from domain.aggregates import Program, Trader
 from domain.errors import Conflict, DomainError, InvalidInput, NotFound
-from domain.ids import first_account_id, program_id_to_uuid, trader_id_to_uuid
+from domain.ids import NAMESPACE, first_account_id, program_id_to_uuid, trader_id_to_uuid
 from domain.money import Money, check_currency
+from domain.payment import CHALLENGE, DEPOSIT, UNALLOCATED, Payment, WebhookDelivery
 from domain.program import ProgramDefinition
 from domain.trade import Trade, parse_equity_mark
+from ledger import stripe_events
 from ledger.config import database_url_to_env
 
 T = TypeVar("T")
@@ -166,26 +170,248 @@ class PropLedger(Application[UUID]):
                 _check_same_purchase(existing, trader_id, program_id, purchase)
                 return AccountReply(existing, duplicate=True, position=None)
             program = self.program(program_id)
-            if method == "wallet" and amount.amount > 0:
-                # Wallets hold only deposits, and deposits arrive with the money ledger:
-                # until then every wallet is empty.
-                raise InvalidInput(
-                    f"the wallet of trader {trader_id} holds less than {amount}",
-                    code="insufficient_funds",
-                    details={"wallet_balance": "0", "required": str(amount.amount)},
+            trader = self._trader_or_new(trader_id)
+            if method == "wallet":
+                if amount.amount > 0:
+                    trader.pay_from_wallet(amount, purchase_id)  # books its own entry
+                lines: list[dict[str, Any]] = []
+            else:
+                lines = journal.transfer_lines(
+                    journal.ASSETS_BANK, journal.REVENUE_CHALLENGE_FEES, amount
                 )
-            account = TradingAccount.open(
-                account_id=account_id,
-                trader_id=trader_id,
-                program=program.definition,
-                program_version=program.version,
-                stage=program.definition.first_stage,
-                purchase=purchase,
+            account = self._open_first_account(
+                account_id, trader, program, purchase=purchase, journal_lines=lines
             )
-            trader = None
-            if trader_id_to_uuid(trader_id) not in self.repository:
-                trader = Trader.register(trader_id)
             return AccountReply(account, duplicate=False, position=self._save(trader, account))
+
+        return self._retrying(command)
+
+    def _trader_or_new(self, trader_id: str) -> Trader:
+        try:
+            trader: Any = self.repository.get(trader_id_to_uuid(trader_id))
+        except AggregateNotFoundError:
+            return Trader.register(trader_id)
+        assert isinstance(trader, Trader)
+        return trader
+
+    def trader(self, trader_id: str) -> Trader:
+        return self._get(trader_id_to_uuid(trader_id), Trader, "trader", trader_id)
+
+    def _open_first_account(
+        self,
+        account_id: UUID,
+        trader: Trader,
+        program: Program,
+        *,
+        purchase: dict[str, Any],
+        journal_lines: list[dict[str, Any]],
+    ) -> TradingAccount:
+        account = TradingAccount.open(
+            account_id=account_id,
+            trader_id=trader.trader_id,
+            program=program.definition,
+            program_version=program.version,
+            stage=program.definition.first_stage,
+            purchase=purchase,
+            journal=journal_lines,
+        )
+        trader.add_account(str(account_id))
+        if trader.is_suspended:
+            account.suspend("trader suspended: payment dispute")
+        return account
+
+    def _trader_accounts(self, trader: Trader) -> list[TradingAccount]:
+        """Every account of the trader: each purchase's first account and the accounts its
+        passes opened after it."""
+        accounts = []
+        for first_id in trader.account_ids:
+            next_id: str | None = first_id
+            while next_id is not None:
+                account = self.account(next_id)
+                accounts.append(account)
+                next_id = account.next_account_id
+        return accounts
+
+    def _apply_suspension(self, trader: Trader, reason: str) -> list[TradingAccount]:
+        changed = []
+        for account in self._trader_accounts(trader):
+            moved = account.suspend(reason) if trader.is_suspended else account.reinstate(reason)
+            if moved:
+                changed.append(account)
+        return changed
+
+    def reinstate_trader(self, trader_id: str, actor: str) -> tuple[Trader, int | None]:
+        """An admin lifts the suspension a lost dispute left."""
+
+        def command() -> tuple[Trader, int | None]:
+            trader = self.trader(trader_id)
+            if not trader.reinstate(actor):
+                return trader, None
+            accounts = self._apply_suspension(trader, f"reinstated by {actor}")
+            return trader, self._save(trader, *accounts)
+
+        return self._retrying(command)
+
+    # Payments (Stripe) ----------------------------------------------------------------
+
+    def apply_stripe_event(self, event: dict[str, Any]) -> tuple[str, bool, int | None]:
+        """Apply one verified Stripe event once; (outcome, duplicate, position)."""
+        fact = stripe_events.parse(event)
+        delivery_id = uuid5(NAMESPACE, f"webhook/stripe/{fact.event_id}")
+
+        def command() -> tuple[str, bool, int | None]:
+            if delivery_id in self.repository:
+                return "duplicate", True, None
+            touched: list[Any] = []
+            outcome = self._apply_fact(fact, touched) if fact.payment_ref else "recorded"
+            delivery = WebhookDelivery._create(
+                WebhookDelivery.Recorded,
+                id=delivery_id,
+                processor=stripe_events.PROCESSOR,
+                event_id=fact.event_id,
+                event_type=fact.event_type,
+                object_id=fact.object_id,
+                outcome=outcome,
+            )
+            return outcome, False, self._save(delivery, *touched)
+
+        return self._retrying(command)
+
+    def _payment(self, payment_ref: str) -> Payment | None:
+        try:
+            payment: Any = self.repository.get(_payment_id(payment_ref))
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(payment, Payment)
+        return payment
+
+    def _apply_fact(self, fact: stripe_events.StripeFact, touched: list[Any]) -> str:
+        assert fact.payment_ref is not None
+        payment = self._payment(fact.payment_ref) or Payment.open(
+            _payment_id(fact.payment_ref), stripe_events.PROCESSOR, fact.payment_ref
+        )
+        touched.append(payment)
+        trader: Trader | None = None
+        if fact.kind == stripe_events.RECEIVED:
+            outcome, trader = self._receive(payment, fact, touched)
+        elif fact.kind == stripe_events.REFUND:
+            assert fact.amount is not None
+            payment.report_refund(fact.amount, fact.event_id)
+            outcome = "refund"
+        elif fact.kind == stripe_events.DISPUTE:
+            assert fact.dispute_id is not None
+            assert fact.dispute_status is not None
+            payment.change_dispute(fact.dispute_id, fact.dispute_status, fact.event_id)
+            outcome = f"dispute_{fact.dispute_status}"
+        else:
+            assert fact.amount is not None
+            assert fact.fee is not None
+            assert fact.direction is not None
+            assert fact.dispute_id is not None
+            payment.move_dispute_funds(
+                fact.dispute_id, fact.direction, fact.amount, fact.fee, fact.event_id
+            )
+            outcome = f"dispute_funds_{fact.direction}"
+        if payment.trader_id is not None:
+            if trader is None:
+                trader = self._trader_or_new(payment.trader_id)
+                touched.append(trader)
+            self._sync_trader(payment, trader, touched)
+        return outcome
+
+    def _receive(
+        self, payment: Payment, fact: stripe_events.StripeFact, touched: list[Any]
+    ) -> tuple[str, Trader | None]:
+        assert fact.amount is not None
+        assert fact.payment_ref is not None
+        purpose = fact.purpose or UNALLOCATED
+        program: Program | None = None
+        if purpose == CHALLENGE:
+            try:
+                program = self.program(fact.program_id or "")
+            except NotFound:
+                purpose = UNALLOCATED  # booked to liabilities:unallocated for finance
+        trader_id = fact.trader_id if purpose != UNALLOCATED else None
+        if not payment.receive(
+            purpose=purpose,
+            trader_id=trader_id,
+            program_id=fact.program_id if purpose == CHALLENGE else None,
+            amount=fact.amount,
+            source_event=fact.event_id,
+        ):
+            return "duplicate_payment", None
+        if trader_id is None:
+            return "unallocated", None
+        trader = self._trader_or_new(trader_id)
+        touched.append(trader)
+        if purpose == DEPOSIT:
+            trader.credit_wallet(fact.amount, fact.payment_ref)
+            return "deposit", trader
+        assert program is not None
+        account = self._open_first_account(
+            first_account_id(f"stripe:{fact.payment_ref}"),
+            trader,
+            program,
+            purchase={
+                "purchase_id": f"stripe:{fact.payment_ref}",
+                "method": "processor",
+                "amount": fact.amount.amount,
+                "currency": fact.amount.currency,
+            },
+            journal_lines=[],  # the payment books the receipt
+        )
+        touched.append(account)
+        return "challenge", trader
+
+    def _sync_trader(self, payment: Payment, trader: Trader, touched: list[Any]) -> None:
+        """Carry what the payment knows over to its trader: refunds of a deposit leave the
+        wallet, and the payment's disputes decide the trader's suspension."""
+        if payment.purpose == DEPOSIT and payment.refunded_booked is not None:
+            already = trader.deposit_refunds.get(payment.payment_ref, Decimal(0))
+            due = payment.refunded_booked.amount - already
+            if due > 0:
+                trader.refund_deposit(
+                    Money(due, payment.refunded_booked.currency), payment.payment_ref
+                )
+        changed = False
+        for dispute_id, status in sorted(payment.disputes.items()):
+            changed = trader.note_dispute(dispute_id, status) or changed
+        if changed:
+            reason = "payment dispute" if trader.is_suspended else "dispute closed"
+            touched.extend(self._apply_suspension(trader, reason))
+
+    def allocate_payment(
+        self, payment_ref: str, body: dict[str, Any], actor: str
+    ) -> tuple[Payment, TradingAccount, int | None]:
+        """Finance matches an unallocated payment to a trader and a program."""
+        trader_id = _external_id(body.get("trader_id"), "trader_id")
+        program_id = _external_id(body.get("program_id"), "program_id")
+
+        def command() -> tuple[Payment, TradingAccount, int | None]:
+            payment = self._payment(payment_ref)
+            if payment is None or not payment.is_received:
+                raise NotFound(f"payment {payment_ref} not found", code="unknown_payment")
+            program = self.program(program_id)
+            trader = self._trader_or_new(trader_id)
+            account_id = first_account_id(f"stripe:{payment_ref}")
+            payment.allocate(
+                trader_id=trader_id, program_id=program_id, account_id=str(account_id), actor=actor
+            )
+            assert payment.amount is not None
+            account = self._open_first_account(
+                account_id,
+                trader,
+                program,
+                purchase={
+                    "purchase_id": f"stripe:{payment_ref}",
+                    "method": "processor",
+                    "amount": payment.amount.amount,
+                    "currency": payment.amount.currency,
+                },
+                journal_lines=[],  # the allocation books the move
+            )
+            self._sync_trader(payment, trader, [])
+            return payment, account, self._save(payment, trader, account)
 
         return self._retrying(command)
 
@@ -302,6 +528,10 @@ class PropLedger(Application[UUID]):
     ) -> list[DomainEventProtocol[UUID]]:
         account = self.account(account_id)
         return list(self.events.get(account.id, gt=after_version, lte=after_version + limit))
+
+
+def _payment_id(payment_ref: str) -> UUID:
+    return uuid5(NAMESPACE, f"payment/stripe/{payment_ref}")
 
 
 def _parse_uuid(value: str, label: str) -> UUID:

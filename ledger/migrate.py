@@ -84,9 +84,18 @@ def _migrate_sqlite(path: str) -> list[str]:
 
 
 def _statements(sql: str) -> list[str]:
-    """Splits an SQLite script into statements (our scripts have no ';' inside literals)."""
+    """Splits an SQLite script into whole statements (a trigger body holds several ';')."""
     lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+    statements, buffer = [], ""
+    for part in "\n".join(lines).split(";"):
+        buffer += part + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip(" \n;"):
+        raise RuntimeError(f"incomplete SQL statement in migration: {buffer[:80]!r}")
+    return statements
 
 
 def _migrate_postgres(env: dict[str, str]) -> list[str]:

@@ -58,10 +58,10 @@ class AccountBoard:
     def reset(self, cursor: Cursor) -> None:
         cursor.execute("DELETE FROM account_board")
 
-    def apply(self, cursor: Cursor, events: list[Any]) -> None:
+    def apply(self, cursor: Cursor, events: list[tuple[int, Any]]) -> None:
         new_rows: dict[str, dict[str, Any]] = {}
         updates: dict[str, dict[str, Any]] = {}
-        for event in events:
+        for _, event in events:
             account_id = str(event.originator_id)
             dynamic = self._dynamic(event)
             if isinstance(event, TradingAccount.Opened):
@@ -85,14 +85,14 @@ class AccountBoard:
             placeholders = ", ".join("?" for _ in COLUMNS)
             assignments = ", ".join(f"{column} = excluded.{column}" for column in COLUMNS[1:])
             cursor.executemany(
-                f"INSERT INTO account_board ({', '.join(COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608
+                f"INSERT INTO account_board ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
                 f"ON CONFLICT (account_id) DO UPDATE SET {assignments}",
                 [[row[column] for column in COLUMNS] for row in new_rows.values()],
             )
         if updates:
             assignments = ", ".join(f"{column} = ?" for column in DYNAMIC_COLUMNS)
             cursor.executemany(
-                f"UPDATE account_board SET {assignments} WHERE account_id = ?",  # noqa: S608
+                f"UPDATE account_board SET {assignments} WHERE account_id = ?",
                 [
                     [row[column] for column in DYNAMIC_COLUMNS] + [account_id]
                     for account_id, row in updates.items()
@@ -135,7 +135,7 @@ def trader_accounts(
     database: Database, trader_id: str, *, limit: int = 200
 ) -> list[dict[str, Any]]:
     rows = database.query(
-        f"SELECT {', '.join(COLUMNS)} FROM account_board WHERE trader_id = ? "  # noqa: S608
+        f"SELECT {', '.join(COLUMNS)} FROM account_board WHERE trader_id = ? "
         "ORDER BY opened_at, account_id LIMIT ?",
         (trader_id, limit),
     )
@@ -143,7 +143,5 @@ def trader_accounts(
 
 
 def all_rows(database: Database) -> list[dict[str, Any]]:
-    rows = database.query(
-        f"SELECT {', '.join(COLUMNS)} FROM account_board ORDER BY account_id"  # noqa: S608
-    )
+    rows = database.query(f"SELECT {', '.join(COLUMNS)} FROM account_board ORDER BY account_id")
     return [row_to_state(row) for row in rows]

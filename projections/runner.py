@@ -48,7 +48,9 @@ class Projection(Protocol):
     name: str
 
     def handles(self, topic: str) -> bool: ...
-    def apply(self, cursor: Cursor, events: list[Any]) -> None: ...
+    def apply(self, cursor: Cursor, events: list[tuple[int, Any]]) -> None:
+        """Writes the rows for a page of (position, domain event) pairs."""
+
     def reset(self, cursor: Cursor) -> None: ...
 
 
@@ -115,7 +117,7 @@ class ProjectionRunner:
             return 0
         mapper = self.source.mapper
         events = [
-            mapper.to_domain_event(notification)
+            (notification.id, mapper.to_domain_event(notification))
             for notification in notifications
             if projection.handles(notification.topic)
         ]

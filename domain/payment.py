@@ -1,0 +1,280 @@
+"""Payments at a processor, and the webhook deliveries that tell us about them.
+
+A `Payment` is keyed by the processor's payment id (for Stripe, the PaymentIntent id), so
+every delivery about one payment lands on one stream and a duplicate is found, not
+re-applied. Deliveries arrive at least once and in any order: a refund or a dispute can
+arrive before the payment it belongs to. The payment keeps what it learnt and books each
+movement as soon as it knows enough to book it (a refund needs to know whether it refunds
+a challenge fee, a deposit or an unallocated payment), so every order of the same
+deliveries ends with the same bookings in total.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+
+from domain import journal
+from domain.errors import Conflict, InvalidInput
+from domain.money import Money
+
+CHALLENGE = "challenge"
+DEPOSIT = "deposit"
+UNALLOCATED = "unallocated"
+
+DISPUTE_OPEN = "open"
+DISPUTE_WON = "won"
+DISPUTE_LOST = "lost"
+
+
+class WebhookDelivery(Aggregate):
+    """One processor event, recorded once by its event id (the deduplication key)."""
+
+    class Recorded(Aggregate.Created):
+        processor: str
+        event_id: str
+        event_type: str
+        object_id: str | None
+        outcome: str
+
+    def __init__(
+        self, processor: str, event_id: str, event_type: str, object_id: str | None, outcome: str
+    ) -> None:
+        self.processor = processor
+        self.event_id = event_id
+        self.event_type = event_type
+        self.object_id = object_id
+        self.outcome = outcome
+
+
+class Payment(Aggregate):
+    class Opened(Aggregate.Created):
+        processor: str
+        payment_ref: str
+
+    class Received(Aggregate.Event):
+        purpose: str
+        trader_id: str | None
+        program_id: str | None
+        amount: Decimal
+        currency: str
+        source_event: str
+        journal: list[dict[str, Any]]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, Payment)
+            aggregate.purpose = self.purpose
+            aggregate.trader_id = self.trader_id
+            aggregate.program_id = self.program_id
+            aggregate.amount = Money(self.amount, self.currency)
+
+    class RefundReported(Aggregate.Event):
+        """The processor reports this cumulative refunded amount (never decreases)."""
+
+        refunded_total: Decimal
+        currency: str
+        source_event: str
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, Payment)
+            aggregate.refunded_reported = Money(self.refunded_total, self.currency)
+
+    class RefundBooked(Aggregate.Event):
+        amount: Decimal
+        currency: str
+        purpose: str
+        journal: list[dict[str, Any]]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, Payment)
+            booked = Money(self.amount, self.currency)
+            previous = aggregate.refunded_booked
+            aggregate.refunded_booked = booked if previous is None else previous + booked
+
+    class DisputeChanged(Aggregate.Event):
+        dispute_id: str
+        status: str
+        source_event: str
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, Payment)
+            aggregate.disputes[self.dispute_id] = self.status
+
+    class DisputeFundsMoved(Aggregate.Event):
+        dispute_id: str
+        direction: str  # withdrawn | reinstated
+        amount: Decimal
+        fee: Decimal
+        currency: str
+        source_event: str
+        journal: list[dict[str, Any]]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, Payment)
+            aggregate.funds_moves.add(f"{self.dispute_id}:{self.direction}")
+
+    class Allocated(Aggregate.Event):
+        trader_id: str
+        program_id: str
+        account_id: str
+        allocated_by: str
+        journal: list[dict[str, Any]]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, Payment)
+            aggregate.purpose = CHALLENGE
+            aggregate.trader_id = self.trader_id
+            aggregate.program_id = self.program_id
+            aggregate.allocated_account_id = self.account_id
+
+    def __init__(self, processor: str, payment_ref: str) -> None:
+        self.processor = processor
+        self.payment_ref = payment_ref
+        self.purpose: str | None = None
+        self.trader_id: str | None = None
+        self.program_id: str | None = None
+        self.amount: Money | None = None
+        self.refunded_reported: Money | None = None
+        self.refunded_booked: Money | None = None
+        self.disputes: dict[str, str] = {}
+        self.funds_moves: set[str] = set()
+        self.allocated_account_id: str | None = None
+
+    @classmethod
+    def open(cls, payment_id: Any, processor: str, payment_ref: str) -> Payment:
+        return cls._create(cls.Opened, id=payment_id, processor=processor, payment_ref=payment_ref)
+
+    @property
+    def is_received(self) -> bool:
+        return self.purpose is not None
+
+    # Commands ----------------------------------------------------------------------
+
+    def receive(
+        self,
+        *,
+        purpose: str,
+        trader_id: str | None,
+        program_id: str | None,
+        amount: Money,
+        source_event: str,
+    ) -> bool:
+        """Record the money received; False when it was already recorded."""
+        if self.is_received:
+            return False
+        if amount.amount <= 0:
+            raise InvalidInput("a received payment must be positive", code="invalid_amount")
+        credit = {
+            CHALLENGE: journal.REVENUE_CHALLENGE_FEES,
+            DEPOSIT: journal.trader_wallet(trader_id or ""),
+            UNALLOCATED: journal.LIABILITIES_UNALLOCATED,
+        }[purpose]
+        self.trigger_event(
+            self.Received,
+            purpose=purpose,
+            trader_id=trader_id,
+            program_id=program_id,
+            amount=amount.amount,
+            currency=amount.currency,
+            source_event=source_event,
+            journal=journal.transfer_lines(journal.ASSETS_PROCESSOR, credit, amount),
+        )
+        self._book_pending_refund()
+        return True
+
+    def report_refund(self, refunded_total: Money, source_event: str) -> Money | None:
+        """Record the processor's cumulative refunded amount; returns the amount newly
+        booked (None while the payment itself is still unknown)."""
+        reported = self.refunded_reported
+        if reported is None or refunded_total > reported:
+            self.trigger_event(
+                self.RefundReported,
+                refunded_total=refunded_total.amount,
+                currency=refunded_total.currency,
+                source_event=source_event,
+            )
+        return self._book_pending_refund()
+
+    def _book_pending_refund(self) -> Money | None:
+        if not self.is_received or self.refunded_reported is None or self.amount is None:
+            return None
+        booked = self.refunded_booked or Money.zero(self.amount.currency)
+        due = self.refunded_reported - booked
+        if due.amount <= 0:
+            return None
+        debit = {
+            CHALLENGE: journal.REVENUE_REFUNDS,
+            DEPOSIT: journal.trader_wallet(self.trader_id or ""),
+            UNALLOCATED: journal.LIABILITIES_UNALLOCATED,
+        }[self.purpose or UNALLOCATED]
+        self.trigger_event(
+            self.RefundBooked,
+            amount=due.amount,
+            currency=due.currency,
+            purpose=self.purpose,
+            journal=journal.transfer_lines(debit, journal.ASSETS_PROCESSOR, due),
+        )
+        return due
+
+    def change_dispute(self, dispute_id: str, status: str, source_event: str) -> bool:
+        """A dispute opened or closed. A closed dispute stays closed whatever arrives later."""
+        current = self.disputes.get(dispute_id)
+        if current == status or (current in (DISPUTE_WON, DISPUTE_LOST) and status == DISPUTE_OPEN):
+            return False
+        self.trigger_event(
+            self.DisputeChanged, dispute_id=dispute_id, status=status, source_event=source_event
+        )
+        return True
+
+    def move_dispute_funds(
+        self, dispute_id: str, direction: str, amount: Money, fee: Money, source_event: str
+    ) -> bool:
+        if f"{dispute_id}:{direction}" in self.funds_moves:
+            return False
+        if direction == "withdrawn":
+            entry = journal.JournalEntry.of(
+                debits=[
+                    (journal.EXPENSES_CHARGEBACKS, amount),
+                    (journal.EXPENSES_PROCESSOR_FEES, fee),
+                ],
+                credits=[(journal.ASSETS_PROCESSOR, amount + fee)],
+            )
+            lines = entry.to_list() if (amount + fee).amount > 0 else []
+        else:
+            lines = journal.transfer_lines(
+                journal.ASSETS_PROCESSOR, journal.EXPENSES_CHARGEBACKS, amount
+            )
+        self.trigger_event(
+            self.DisputeFundsMoved,
+            dispute_id=dispute_id,
+            direction=direction,
+            amount=amount.amount,
+            fee=fee.amount,
+            currency=amount.currency,
+            source_event=source_event,
+            journal=lines,
+        )
+        return True
+
+    def allocate(self, *, trader_id: str, program_id: str, account_id: str, actor: str) -> None:
+        """Finance matches an unallocated payment to a trader and program."""
+        if self.purpose != UNALLOCATED or self.amount is None:
+            raise Conflict(f"payment {self.payment_ref} is not unallocated", code="not_unallocated")
+        remaining = self.amount - (self.refunded_booked or Money.zero(self.amount.currency))
+        if remaining.amount <= 0:
+            raise Conflict(
+                f"payment {self.payment_ref} was refunded in full: nothing to allocate",
+                code="nothing_to_allocate",
+            )
+        self.trigger_event(
+            self.Allocated,
+            trader_id=trader_id,
+            program_id=program_id,
+            account_id=account_id,
+            allocated_by=actor,
+            journal=journal.transfer_lines(
+                journal.LIABILITIES_UNALLOCATED, journal.REVENUE_CHALLENGE_FEES, remaining
+            ),
+        )

@@ -1,0 +1,204 @@
+"""Stripe webhook events, read into the facts the ledger acts on.
+
+Only the fields named here are read; amounts are integers in the currency's minor unit
+(JPY has none, KWD three) and become Money through `Money.from_minor_units`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from domain.errors import InvalidInput
+from domain.money import Money, check_currency
+from domain.payment import CHALLENGE, DEPOSIT, DISPUTE_LOST, DISPUTE_OPEN, DISPUTE_WON, UNALLOCATED
+
+PROCESSOR = "stripe"
+
+RECEIVED = "received"
+REFUND = "refund"
+DISPUTE = "dispute"
+DISPUTE_FUNDS = "dispute_funds"
+RECORD_ONLY = "record_only"
+
+
+@dataclass(frozen=True)
+class StripeFact:
+    event_id: str
+    event_type: str
+    object_id: str | None
+    kind: str
+    payment_ref: str | None = None
+    purpose: str | None = None
+    trader_id: str | None = None
+    program_id: str | None = None
+    amount: Money | None = None
+    fee: Money | None = None
+    dispute_id: str | None = None
+    dispute_status: str | None = None
+    direction: str | None = None
+
+
+def _money(amount: Any, currency: Any) -> Money:
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+        raise InvalidInput("a Stripe amount must be a non-negative integer", code="invalid_event")
+    if not isinstance(currency, str):
+        raise InvalidInput("a Stripe amount needs a currency", code="invalid_event")
+    return Money.from_minor_units(amount, check_currency(currency.upper()))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _ref(value: Any) -> str | None:
+    """An id field that Stripe sends either as a string or as an expanded object."""
+    if isinstance(value, dict):
+        return _text(value.get("id"))
+    return _text(value)
+
+
+def parse(event: dict[str, Any]) -> StripeFact:
+    event_id = _text(event.get("id"))
+    event_type = _text(event.get("type"))
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if event_id is None or event_type is None or not isinstance(obj, dict):
+        raise InvalidInput(
+            "not a Stripe event: needs id, type and data.object", code="invalid_event"
+        )
+    base: dict[str, Any] = {
+        "event_id": event_id,
+        "event_type": event_type,
+        "object_id": _text(obj.get("id")),
+    }
+    reader = _READERS.get(event_type)
+    if reader is None:
+        return StripeFact(kind=RECORD_ONLY, **base)
+    return reader(obj, base)
+
+
+def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _checkout_completed(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
+    if obj.get("payment_status") not in ("paid", "no_payment_required"):
+        # An asynchronous payment method has not paid yet; its success arrives later.
+        return StripeFact(kind=RECORD_ONLY, **base)
+    metadata = _metadata(obj)
+    trader_id = _text(metadata.get("trader_id"))
+    program_id = _text(metadata.get("program_id"))
+    if metadata.get("purpose") == "wallet_deposit" and trader_id:
+        purpose = DEPOSIT
+    elif trader_id and program_id:
+        purpose = CHALLENGE
+    else:
+        purpose = UNALLOCATED
+    return StripeFact(
+        kind=RECEIVED,
+        payment_ref=_ref(obj.get("payment_intent")) or _text(obj.get("id")),
+        purpose=purpose,
+        trader_id=trader_id,
+        program_id=program_id,
+        amount=_money(obj.get("amount_total"), obj.get("currency")),
+        **base,
+    )
+
+
+def _payment_intent_succeeded(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
+    metadata = _metadata(obj)
+    trader_id = _text(metadata.get("trader_id"))
+    if metadata.get("purpose") != "wallet_deposit" or not trader_id:
+        # Challenge purchases are booked from their checkout session.
+        return StripeFact(kind=RECORD_ONLY, **base)
+    amount = obj.get("amount_received", obj.get("amount"))
+    return StripeFact(
+        kind=RECEIVED,
+        payment_ref=_text(obj.get("id")),
+        purpose=DEPOSIT,
+        trader_id=trader_id,
+        amount=_money(amount, obj.get("currency")),
+        **base,
+    )
+
+
+def _charge_refunded(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
+    return StripeFact(
+        kind=REFUND,
+        payment_ref=_ref(obj.get("payment_intent")) or _text(obj.get("id")),
+        amount=_money(obj.get("amount_refunded"), obj.get("currency")),
+        **base,
+    )
+
+
+def _dispute_ref(obj: dict[str, Any]) -> str | None:
+    return _ref(obj.get("payment_intent")) or _ref(obj.get("charge"))
+
+
+def _dispute_created(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
+    return StripeFact(
+        kind=DISPUTE,
+        payment_ref=_dispute_ref(obj),
+        dispute_id=_text(obj.get("id")),
+        dispute_status=DISPUTE_OPEN,
+        **base,
+    )
+
+
+def _dispute_closed(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
+    # Only a lost dispute keeps the trader suspended; won, an inquiry closed with a warning,
+    # or a dispute ended by refunding the charge all reinstate.
+    status = DISPUTE_LOST if obj.get("status") == "lost" else DISPUTE_WON
+    return StripeFact(
+        kind=DISPUTE,
+        payment_ref=_dispute_ref(obj),
+        dispute_id=_text(obj.get("id")),
+        dispute_status=status,
+        **base,
+    )
+
+
+Reader = Callable[[dict[str, Any], dict[str, Any]], StripeFact]
+
+
+def _dispute_funds(direction: str) -> Reader:
+    def read(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
+        amount = _money(obj.get("amount"), obj.get("currency"))
+        fee = Money.zero(amount.currency)
+        if direction == "withdrawn":
+            transactions = [
+                bt for bt in obj.get("balance_transactions") or [] if isinstance(bt, dict)
+            ]
+            withdrawals = [
+                bt for bt in transactions if isinstance(bt.get("amount"), int) and bt["amount"] < 0
+            ]
+            for transaction in withdrawals or transactions:
+                currency = transaction.get("currency") or amount.currency
+                fee_part = _money(transaction.get("fee", 0), currency)
+                if fee_part.currency == fee.currency:
+                    fee = fee + fee_part
+        return StripeFact(
+            kind=DISPUTE_FUNDS,
+            payment_ref=_dispute_ref(obj),
+            dispute_id=_text(obj.get("id")),
+            direction=direction,
+            amount=amount,
+            fee=fee,
+            **base,
+        )
+
+    return read
+
+
+_READERS: dict[str, Reader] = {
+    "checkout.session.completed": _checkout_completed,
+    "payment_intent.succeeded": _payment_intent_succeeded,
+    "charge.refunded": _charge_refunded,
+    "charge.dispute.created": _dispute_created,
+    "charge.dispute.closed": _dispute_closed,
+    "charge.dispute.funds_withdrawn": _dispute_funds("withdrawn"),
+    "charge.dispute.funds_reinstated": _dispute_funds("reinstated"),
+}

@@ -1,0 +1,173 @@
+"""The journal: every money-moving event's entry, as lines in integer minor units.
+
+Events that move money carry their entry (`journal` lines, balanced by the domain before
+they were saved); this projection writes them with their header, and the store refuses an
+unbalanced entry again. The trial balance and the entries listing are queries over it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from eventsourcing.utils import resolve_topic
+
+from domain.money import Money
+from projections.store import Cursor, Database
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def instant_text(moment: datetime) -> str:
+    """A fixed-width UTC text form, so instants compare correctly as strings."""
+    return moment.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+@cache
+def _books(topic: str) -> bool:
+    try:
+        event_class = resolve_topic(topic)
+    except Exception:
+        return False
+    annotations: dict[str, Any] = {}
+    for klass in reversed(event_class.__mro__):
+        annotations.update(getattr(klass, "__annotations__", {}))
+    return "journal" in annotations
+
+
+class Journal:
+    name = "journal"
+
+    def handles(self, topic: str) -> bool:
+        return _books(topic)
+
+    def reset(self, cursor: Cursor) -> None:
+        cursor.execute("DELETE FROM journal_entries")
+        cursor.execute("DELETE FROM journal_lines")
+
+    def apply(self, cursor: Cursor, events: list[tuple[int, Any]]) -> None:
+        lines: list[tuple[Any, ...]] = []
+        headers: list[tuple[Any, ...]] = []
+        for position, event in events:
+            if not event.journal:
+                continue
+            entry_id = f"{event.originator_id}:{event.originator_version}"
+            for number, line in enumerate(event.journal, start=1):
+                currency = line["currency"]
+                lines.append(
+                    (
+                        entry_id,
+                        number,
+                        line["account"],
+                        currency,
+                        Money(Decimal(line["debit"]), currency).minor_units,
+                        Money(Decimal(line["credit"]), currency).minor_units,
+                    )
+                )
+            headers.append(
+                (
+                    entry_id,
+                    position,
+                    instant_text(event.timestamp),
+                    type(event).__qualname__,
+                    str(event.originator_id),
+                    event.originator_version,
+                )
+            )
+        if not headers:
+            return
+        cursor.executemany(
+            "INSERT INTO journal_lines (entry_id, line_no, account, currency, debit_minor, "
+            "credit_minor) VALUES (?, ?, ?, ?, ?, ?)",
+            lines,
+        )
+        cursor.executemany(
+            "INSERT INTO journal_entries (entry_id, position, booked_at, event_type, stream_id, "
+            "stream_version) VALUES (?, ?, ?, ?, ?, ?)",
+            headers,
+        )
+
+
+def _money(minor: int, currency: str) -> str:
+    return str(Money.from_minor_units(int(minor), currency).amount)
+
+
+def trial_balance(database: Database, as_of: datetime | None = None) -> dict[str, Any]:
+    where, params = "", list[Any]()
+    if as_of is not None:
+        where, params = "WHERE e.booked_at <= ?", [instant_text(as_of)]
+    rows = database.query(
+        "SELECT l.account, l.currency, SUM(l.debit_minor) AS debit, SUM(l.credit_minor) AS credit "
+        "FROM journal_lines l JOIN journal_entries e ON e.entry_id = l.entry_id "
+        f"{where} GROUP BY l.account, l.currency ORDER BY l.account, l.currency",
+        params,
+    )
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    shaped = []
+    for row in rows:
+        debit, credit, currency = int(row["debit"]), int(row["credit"]), row["currency"]
+        totals[currency][0] += debit
+        totals[currency][1] += credit
+        shaped.append(
+            {
+                "account": row["account"],
+                "currency": currency,
+                "debit": _money(debit, currency),
+                "credit": _money(credit, currency),
+                "balance": _money(debit - credit, currency),
+            }
+        )
+    return {
+        "rows": shaped,
+        "totals": [
+            {"currency": currency, "debit": _money(d, currency), "credit": _money(c, currency)}
+            for currency, (d, c) in sorted(totals.items())
+        ],
+    }
+
+
+def entry_lines(
+    database: Database, *, account: str | None, after: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Journal lines in log order, optionally of one account (an exact code, or a prefix
+    ending in ':' such as 'liabilities:trader_wallet:'). Paged by the opaque `after`
+    cursor (position and line number of the last line seen)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if account:
+        if account.endswith(":"):
+            clauses.append("l.account LIKE ? ESCAPE '\\'")
+            params.append(account.replace("%", r"\%").replace("_", r"\_") + "%")
+        else:
+            clauses.append("l.account = ?")
+            params.append(account)
+    if after:
+        position, _, line_no = after.partition(".")
+        clauses.append("(e.position > ? OR (e.position = ? AND l.line_no > ?))")
+        params.extend([int(position), int(position), int(line_no or 0)])
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = database.query(
+        "SELECT e.entry_id, e.position, e.booked_at, e.event_type, e.stream_id, "
+        "l.line_no, l.account, l.currency, l.debit_minor, l.credit_minor "
+        "FROM journal_lines l JOIN journal_entries e ON e.entry_id = l.entry_id "
+        f"{where} ORDER BY e.position, l.line_no LIMIT ?",
+        [*params, limit],
+    )
+    return [
+        {
+            "entry_id": row["entry_id"],
+            "position": int(row["position"]),
+            "line": int(row["line_no"]),
+            "booked_at": row["booked_at"],
+            "event_type": row["event_type"],
+            "account": row["account"],
+            "currency": row["currency"],
+            "debit": _money(row["debit_minor"], row["currency"]),
+            "credit": _money(row["credit_minor"], row["currency"]),
+            "cursor": f"{int(row['position'])}.{int(row['line_no'])}",
+        }
+        for row in rows
+    ]
