@@ -6,31 +6,43 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any, Literal
 
 import stripe
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from api import errors
 from api.auth import (
     Admin,
     AdminOrFinance,
     AnyRole,
+    Approver,
     Auditors,
     CurrentPrincipal,
     Finance,
     FinanceOrAuditor,
+    PayoutReaders,
     Platform,
     Principal,
 )
 from api.errors import ApiError, envelope
-from api.schemas import Allocation, EquityMark, PurchaseCreate, TradeBatch, TradeCreate
-from api.views import account_state, event_view, plain, program_view, trader_view
+from api.schemas import (
+    Allocation,
+    EquityMark,
+    PaidMark,
+    PurchaseCreate,
+    Rejection,
+    TradeBatch,
+    TradeCreate,
+)
+from api.views import account_state, event_view, payout_view, plain, program_view, trader_view
 from domain.account import TradingAccount
 from domain.errors import NotFound
 from domain.ids import trader_id_to_uuid
+from domain.payout import FourEyes, Payout, PayoutRefused
 from domain.trade import parse_timestamp
 from ledger.app import PropLedger
 from ledger.config import Settings
@@ -38,6 +50,7 @@ from ledger.migrate import migrate
 from projections.board import trader_accounts
 from projections.journal import entry_lines, trial_balance
 from projections.payments import unallocated
+from projections.payouts import list_payouts, payout_report, profit_splits, report_csv
 from projections.registry import default_projections
 from projections.runner import ProjectionRunner
 from projections.store import Database
@@ -48,6 +61,7 @@ MAX_BODY_BYTES = 1024 * 1024
 READ_WAIT_SECONDS = 10.0
 MAX_EVENTS_PAGE = 1000
 MAX_ENTRIES_PAGE = 1000
+MAX_PAYOUTS_PAGE = 1000
 STRIPE_TOLERANCE_SECONDS = 300
 
 Scope = MutableMapping[str, Any]
@@ -139,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit)
     _routes(app)
     _money_routes(app)
+    _payout_routes(app)
     return app
 
 
@@ -390,3 +405,131 @@ def _money_routes(app: FastAPI) -> None:
         ledger = _ledger(request)
         trader, position = ledger.reinstate_trader(trader_id, principal.sub)
         return JSONResponse({**trader_view(trader), "position": position or ledger.position()})
+
+
+def _payout_reply(request: Request, payout: Payout, position: int | None) -> dict[str, Any]:
+    return {**payout_view(payout), "position": position or _ledger(request).position()}
+
+
+def _period(value: str | None, field: str, *, end: bool = False) -> datetime | None:
+    """An RFC 3339 instant, or a date (a `to` date includes that whole UTC day)."""
+    if value is None:
+        return None
+    if len(value) == 10:
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise ApiError(422, "invalid_timestamp", f"{field} is not a date: {value!r}") from None
+        moment = datetime.combine(day, time(0), tzinfo=UTC)
+        return moment + timedelta(days=1) if end else moment
+    return parse_timestamp(value, field=field)
+
+
+def _payout_routes(app: FastAPI) -> None:
+    @app.post("/v1/accounts/{account_id}/payouts", tags=["payouts"], status_code=201)
+    def request_payout(
+        account_id: str, request: Request, principal: CurrentPrincipal
+    ) -> JSONResponse:
+        if not principal.has_any(("trader", "finance")):
+            raise ApiError(403, "forbidden", "this needs one of the roles: trader, finance")
+        ledger = _ledger(request)
+        account = ledger.account(account_id)
+        if not principal.has_any(("finance",)):
+            _own_account(principal, account)
+            if principal.trader_id != account.trader_id:
+                raise NotFound(f"account {account_id} not found", code="unknown_account")
+        try:
+            payout, position = ledger.request_payout(account_id, principal.sub)
+        except PayoutRefused as refused:
+            raise ApiError(422, refused.code, refused.message, refused.details) from None
+        return JSONResponse(_payout_reply(request, payout, position), status_code=201)
+
+    @app.post("/v1/payouts/{payout_id}/approve", tags=["payouts"])
+    def approve_payout(payout_id: str, request: Request, principal: Approver) -> JSONResponse:
+        try:
+            payout, position = _ledger(request).approve_payout(payout_id, principal.sub)
+        except FourEyes as refused:
+            raise ApiError(403, refused.code, refused.message, refused.details) from None
+        return JSONResponse(_payout_reply(request, payout, position))
+
+    @app.post("/v1/payouts/{payout_id}/reject", tags=["payouts"])
+    def reject_payout(
+        payout_id: str, body: Rejection, request: Request, principal: Approver
+    ) -> JSONResponse:
+        payout, position = _ledger(request).reject_payout(payout_id, principal.sub, body.reason)
+        return JSONResponse(_payout_reply(request, payout, position))
+
+    @app.post("/v1/payouts/{payout_id}/paid", tags=["payouts"])
+    def mark_paid(
+        payout_id: str, body: PaidMark, request: Request, principal: Finance
+    ) -> JSONResponse:
+        payout, position = _ledger(request).mark_payout_paid(
+            payout_id, principal.sub, body.reference
+        )
+        return JSONResponse(_payout_reply(request, payout, position))
+
+    @app.get("/v1/payouts/{payout_id}", tags=["payouts"])
+    def get_payout(payout_id: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
+        payout = _ledger(request).payout(payout_id)
+        if principal.is_only_trader and principal.trader_id != payout.trader_id:
+            raise NotFound(f"payout {payout_id} not found", code="unknown_payout")
+        return JSONResponse(payout_view(payout))
+
+    @app.get("/v1/payouts", tags=["payouts"])
+    def get_payouts(
+        request: Request,
+        _: PayoutReaders,
+        status: Annotated[
+            Literal["requested", "approved", "rejected", "paid"] | None, Query()
+        ] = None,
+        from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+        to: Annotated[str | None, Query(max_length=40)] = None,
+        after: Annotated[str | None, Query(max_length=120)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAYOUTS_PAGE)] = 100,
+    ) -> JSONResponse:
+        position = _wait_for_projections(request)
+        rows = list_payouts(
+            request.app.state.database,
+            status=status,
+            requested_from=_period(from_, "from"),
+            requested_to=_period(to, "to", end=True),
+            after=after,
+            limit=limit,
+        )
+        next_after = (
+            f"{rows[-1]['requested_at']}|{rows[-1]['payout_id']}" if len(rows) == limit else None
+        )
+        return JSONResponse({"payouts": rows, "next_after": next_after, "position": position})
+
+    @app.get("/v1/reports/payouts", tags=["reports"], response_model=None)
+    def get_payout_report(
+        request: Request,
+        _: FinanceOrAuditor,
+        from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+        to: Annotated[str | None, Query(max_length=40)] = None,
+        format: Annotated[Literal["json", "csv"], Query()] = "json",
+    ) -> Response:
+        position = _wait_for_projections(request)
+        report = payout_report(
+            request.app.state.database, _period(from_, "from"), _period(to, "to", end=True)
+        )
+        if format == "csv":
+            return Response(
+                report_csv(report),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="payouts.csv"'},
+            )
+        return JSONResponse({"from": from_, "to": to, **report, "position": position})
+
+    @app.get("/v1/reports/profit-splits", tags=["reports"])
+    def get_profit_splits(
+        request: Request,
+        _: FinanceOrAuditor,
+        from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+        to: Annotated[str | None, Query(max_length=40)] = None,
+    ) -> JSONResponse:
+        position = _wait_for_projections(request)
+        rows = profit_splits(
+            request.app.state.database, _period(from_, "from"), _period(to, "to", end=True)
+        )
+        return JSONResponse({"from": from_, "to": to, "rows": rows, "position": position})

@@ -55,3 +55,15 @@ class Allocation(BaseModel):
 
     trader_id: StrictStr = Field(min_length=1, max_length=128)
     program_id: StrictStr = Field(min_length=1, max_length=64)
+
+
+class Rejection(BaseModel):
+    model_config = _STRICT
+
+    reason: StrictStr = Field(min_length=1, max_length=500)
+
+
+class PaidMark(BaseModel):
+    model_config = _STRICT
+
+    reference: StrictStr = Field(min_length=1, max_length=200, examples=["SEPA-2026-03-000123"])

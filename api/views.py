@@ -9,6 +9,7 @@ from uuid import UUID
 
 from domain.account import TradingAccount
 from domain.aggregates import Program, Trader
+from domain.payout import Payout
 
 
 def plain(value: Any) -> Any:
@@ -75,6 +76,36 @@ def trader_view(trader: Trader) -> dict[str, Any]:
             ],
             "disputes": dict(sorted(trader.disputes.items())),
             "first_account_ids": list(trader.account_ids),
+        }
+    )
+    return shaped
+
+
+def payout_view(payout: Payout) -> dict[str, Any]:
+    split = payout.breakdown
+    totals = split.totals
+    shaped: dict[str, Any] = plain(
+        {
+            "payout_id": str(payout.id),
+            "account_id": payout.account_id,
+            "trader_id": payout.trader_id,
+            "program_id": payout.program_id,
+            "status": payout.status,
+            **split.to_dict(),
+            "total": totals[split.profit.currency].amount,
+            "totals": [
+                {"currency": currency, "amount": money.amount}
+                for currency, money in sorted(totals.items())
+            ],
+            "requested_by": payout.requested_by,
+            "requested_at": payout.requested_at,
+            "approved_by": payout.approved_by,
+            "approved_at": payout.approved_at,
+            "rejected_by": payout.rejected_by,
+            "rejection_reason": payout.rejection_reason,
+            "paid_reference": payout.paid_reference,
+            "paid_at": payout.paid_at,
+            "version": payout.version,
         }
     )
     return shaped

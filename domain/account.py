@@ -20,6 +20,7 @@ from domain import rules
 from domain.errors import Conflict, InvalidInput
 from domain.ids import next_account_id
 from domain.money import Money
+from domain.payout import Breakdown, Eligibility, PayoutRefused, breakdown
 from domain.program import ProgramDefinition, StageRules
 from domain.rules import ACTIVE, BREACHED, PASSED, SUSPENDED, AccountState, Breach, Calendar
 from domain.trade import Trade
@@ -36,6 +37,8 @@ class TradeOutcome:
 
 
 class TradingAccount(Aggregate):
+    """Every event of an account carries `board`: its public numbers after the event."""
+
     class Opened(Aggregate.Created):
         trader_id: str
         program: dict[str, Any]
@@ -109,6 +112,40 @@ class TradingAccount(Aggregate):
             assert isinstance(aggregate, TradingAccount)
             aggregate.suspended = False
 
+    class PayoutRequested(Aggregate.Event):
+        payout_id: str
+        board: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, TradingAccount)
+            aggregate.pending_payout_id = self.payout_id
+
+    class PayoutReleased(Aggregate.Event):
+        """A pending payout was rejected: nothing moved, the account may ask again."""
+
+        payout_id: str
+        board: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, TradingAccount)
+            aggregate.pending_payout_id = None
+
+    class PayoutWithdrawn(Aggregate.Event):
+        """An approved payout took its profit out of the balance (floors stay)."""
+
+        payout_id: str
+        amount: Decimal
+        at: datetime
+        board: dict[str, Any]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, TradingAccount)
+            amount = Money(self.amount, aggregate.currency)
+            aggregate.state = rules.after_withdrawal(aggregate.state, amount)
+            aggregate.pending_payout_id = None
+            aggregate.approved_payouts += 1
+            aggregate.last_payout_at = self.at
+
     def __init__(
         self,
         trader_id: str,
@@ -134,6 +171,9 @@ class TradingAccount(Aggregate):
         self.breach: Breach | None = None
         self.passed_at: datetime | None = None
         self.next_account_id: str | None = None
+        self.pending_payout_id: str | None = None
+        self.approved_payouts = 0
+        self.last_payout_at: datetime | None = None
         # trade_id -> (account version that recorded it, content fingerprint)
         self.trades: dict[str, tuple[int, str]] = {}
 
@@ -250,6 +290,57 @@ class TradingAccount(Aggregate):
             if breach is not None:
                 self._breach(breach)
         return True
+
+    # Payouts ------------------------------------------------------------------------
+
+    def payout_eligibility(self, *, now: datetime, trader_suspended: bool) -> Eligibility:
+        terms = self.program.funded_terms
+        return Eligibility(
+            is_funded=self.rules.is_funded,
+            is_active=self.status == ACTIVE,
+            trader_suspended=trader_suspended or self.suspended,
+            profit=self.state.profit,
+            min_payout=terms.min_payout,
+            consistency_holds=rules.consistency_holds(
+                self.state, self.rules.consistency_max_day_pct
+            ),
+            has_pending=self.pending_payout_id is not None,
+            opened_at=self.created_on,
+            last_approved_at=self.last_payout_at,
+            first_payout_after_days=terms.first_payout_after_days,
+            payout_interval_days=terms.payout_interval_days,
+            now=now,
+        )
+
+    def request_payout(self, payout_id: str, *, now: datetime, trader_suspended: bool) -> Breakdown:
+        """Checks every condition at once; the breakdown is fixed here."""
+        reasons = self.payout_eligibility(now=now, trader_suspended=trader_suspended).reasons()
+        if reasons:
+            raise PayoutRefused(
+                f"account {self.id} cannot be paid out now: {', '.join(reasons)}",
+                details={"reasons": reasons},
+            )
+        split = breakdown(
+            self.state.profit, self.program.funded_terms, self.approved_payouts, self.program.fee
+        )
+        self.trigger_event(self.PayoutRequested, payout_id=payout_id, board=self.board())
+        return split
+
+    def withdraw_payout(self, payout_id: str, amount: Money, at: datetime) -> None:
+        if self.pending_payout_id != payout_id:
+            raise Conflict(f"payout {payout_id} is not pending on account {self.id}")
+        state = rules.after_withdrawal(self.state, amount)
+        self.trigger_event(
+            self.PayoutWithdrawn,
+            payout_id=payout_id,
+            amount=amount.amount,
+            at=at,
+            board=self._board_with(state, self.status),
+        )
+
+    def release_payout(self, payout_id: str) -> None:
+        if self.pending_payout_id == payout_id:
+            self.trigger_event(self.PayoutReleased, payout_id=payout_id, board=self.board())
 
     def suspend(self, reason: str) -> bool:
         if self.suspended:

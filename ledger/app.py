@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID, uuid5
@@ -33,6 +33,7 @@ from domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from domain.ids import NAMESPACE, first_account_id, program_id_to_uuid, trader_id_to_uuid
 from domain.money import Money, check_currency
 from domain.payment import CHALLENGE, DEPOSIT, UNALLOCATED, Payment, WebhookDelivery
+from domain.payout import Payout
 from domain.program import ProgramDefinition
 from domain.trade import Trade, parse_equity_mark
 from ledger import stripe_events
@@ -44,6 +45,9 @@ MAX_ATTEMPTS = 12
 MAX_BATCH_TRADES = 1000
 PURCHASE_METHODS = ("manual", "wallet")
 _ID_MAX_LENGTH = 128
+
+
+PayoutReply = tuple[Payout, int | None]
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,15 @@ class _BatchAccount:
 class PropLedger(Application[UUID]):
     name = "propledger"
 
-    def __init__(self, database_url: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        env: dict[str, str] | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        # The one clock of the ledger (payout timing, approval times); tests give their own.
+        self.clock = clock or (lambda: datetime.now(UTC))
         settings = database_url_to_env(database_url)
         # Aggregates stay cached between commands and are fast-forwarded with the events
         # other processes recorded since; commands work on deep copies, so a command that
@@ -412,6 +424,72 @@ class PropLedger(Application[UUID]):
             )
             self._sync_trader(payment, trader, [])
             return payment, account, self._save(payment, trader, account)
+
+        return self._retrying(command)
+
+    # Payouts --------------------------------------------------------------------------
+
+    def payout(self, payout_id: str) -> Payout:
+        return self._get(_parse_uuid(payout_id, "payout"), Payout, "payout", payout_id)
+
+    def request_payout(self, account_id: str, requested_by: str) -> PayoutReply:
+        """Ask for all of the account's profit; refused with every failed condition."""
+
+        def command() -> PayoutReply:
+            account = self.account(account_id)
+            trader = self.trader(account.trader_id)
+            now = self.clock()
+            payout_id = uuid5(NAMESPACE, f"payout/{account.id}/{account.version}")
+            split = account.request_payout(
+                str(payout_id), now=now, trader_suspended=trader.is_suspended
+            )
+            payout = Payout.request(
+                payout_id=payout_id,
+                account_id=str(account.id),
+                trader_id=account.trader_id,
+                program_id=account.program_id,
+                split=split,
+                requested_by=requested_by,
+                requested_at=now,
+            )
+            return payout, self._save(payout, account)
+
+        return self._retrying(command)
+
+    def approve_payout(self, payout_id: str, approver: str) -> PayoutReply:
+        """Approve, withdraw the profit and book the entry, all in one save."""
+
+        def command() -> PayoutReply:
+            payout = self.payout(payout_id)
+            account = self.account(payout.account_id)
+            trader = self.trader(payout.trader_id)
+            now = self.clock()
+            payout.approve(approver, now)
+            if trader.is_suspended:
+                raise Conflict(
+                    f"trader {trader.trader_id} is suspended: payouts are blocked",
+                    code="trader_suspended",
+                )
+            account.withdraw_payout(str(payout.id), payout.breakdown.profit, now)
+            return payout, self._save(payout, account)
+
+        return self._retrying(command)
+
+    def reject_payout(self, payout_id: str, approver: str, reason: str) -> PayoutReply:
+        def command() -> PayoutReply:
+            payout = self.payout(payout_id)
+            account = self.account(payout.account_id)
+            payout.reject(approver, reason)
+            account.release_payout(str(payout.id))
+            return payout, self._save(payout, account)
+
+        return self._retrying(command)
+
+    def mark_payout_paid(self, payout_id: str, by: str, reference: str) -> PayoutReply:
+        def command() -> PayoutReply:
+            payout = self.payout(payout_id)
+            payout.mark_paid(by, reference, self.clock())
+            return payout, self._save(payout)
 
         return self._retrying(command)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from projections.board import AccountBoard
 from projections.journal import Journal
 from projections.payments import PaymentBoard
+from projections.payouts import PayoutBoard
 from projections.runner import Projection
 
 
 def default_projections() -> list[Projection]:
-    return [AccountBoard(), Journal(), PaymentBoard()]
+    return [AccountBoard(), Journal(), PaymentBoard(), PayoutBoard()]

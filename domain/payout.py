@@ -1,0 +1,286 @@
+"""Payouts of funded accounts: eligibility, the profit split, and the Payout aggregate.
+
+The breakdown (split, shares, fee refund, totals) is fixed when the payout is requested.
+Approval withdraws the profit from the account and books the entry in the same save as
+the payout's approval, so no payout is approved without its money moved, and two
+approvers clicking at once collide instead of paying twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from dateutil.relativedelta import relativedelta
+from eventsourcing.domain import Aggregate
+
+from domain import journal
+from domain.errors import Conflict, DomainError
+from domain.money import Money
+from domain.program import FundedTerms
+
+REQUESTED = "requested"
+APPROVED = "approved"
+REJECTED = "rejected"
+PAID = "paid"
+
+NOT_FUNDED = "not_funded"
+NOT_ACTIVE = "not_active"
+NO_PROFIT = "no_profit"
+BELOW_MINIMUM = "below_minimum"
+TOO_EARLY = "too_early"
+CONSISTENCY = "consistency"
+TRADER_SUSPENDED = "trader_suspended"
+PAYOUT_PENDING = "payout_pending"
+
+
+class PayoutRefused(DomainError):
+    code = "payout_not_eligible"
+
+
+class FourEyes(DomainError):
+    """The requester of a payout may not approve it (403)."""
+
+    code = "four_eyes"
+
+
+@dataclass(frozen=True, slots=True)
+class Eligibility:
+    """What a payout request is judged on, gathered from the account and its trader."""
+
+    is_funded: bool
+    is_active: bool
+    trader_suspended: bool
+    profit: Money
+    min_payout: Money
+    consistency_holds: bool
+    has_pending: bool
+    opened_at: datetime
+    last_approved_at: datetime | None
+    first_payout_after_days: int
+    payout_interval_days: int
+    now: datetime
+
+    def reasons(self) -> list[str]:
+        """Every failed condition, in the order DESIGN.md lists them."""
+        failed = []
+        if not self.is_funded:
+            failed.append(NOT_FUNDED)
+        if not self.is_active:
+            failed.append(NOT_ACTIVE)
+        if self.profit.amount <= 0:
+            failed.append(NO_PROFIT)
+        if self.profit < self.min_payout:
+            failed.append(BELOW_MINIMUM)
+        if self.now < self.earliest():
+            failed.append(TOO_EARLY)
+        if not self.consistency_holds:
+            failed.append(CONSISTENCY)
+        if self.trader_suspended:
+            failed.append(TRADER_SUSPENDED)
+        if self.has_pending:
+            failed.append(PAYOUT_PENDING)
+        return failed
+
+    def earliest(self) -> datetime:
+        if self.last_approved_at is None:
+            return self.opened_at + relativedelta(days=self.first_payout_after_days)
+        return self.last_approved_at + relativedelta(days=self.payout_interval_days)
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    profit: Money
+    profit_split_pct: Decimal
+    trader_share: Money
+    firm_share: Money
+    fee_refund: Money
+
+    @property
+    def totals(self) -> dict[str, Money]:
+        """What the trader receives, per currency."""
+        totals = {self.trader_share.currency: self.trader_share}
+        if self.fee_refund.amount > 0:
+            currency = self.fee_refund.currency
+            totals[currency] = (
+                totals[currency] + self.fee_refund if currency in totals else self.fee_refund
+            )
+        return totals
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "currency": self.profit.currency,
+            "profit": self.profit.amount,
+            "profit_split_pct": self.profit_split_pct,
+            "trader_share": self.trader_share.amount,
+            "firm_share": self.firm_share.amount,
+            "fee_refund": self.fee_refund.amount,
+            "fee_refund_currency": self.fee_refund.currency,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Breakdown:
+        currency = data["currency"]
+        return cls(
+            profit=Money(Decimal(data["profit"]), currency),
+            profit_split_pct=Decimal(data["profit_split_pct"]),
+            trader_share=Money(Decimal(data["trader_share"]), currency),
+            firm_share=Money(Decimal(data["firm_share"]), currency),
+            fee_refund=Money(Decimal(data["fee_refund"]), data["fee_refund_currency"]),
+        )
+
+
+def split_pct(terms: FundedTerms, approved_payouts: int) -> Decimal:
+    """The base split, or the highest scaling tier the approved payouts have reached."""
+    pct = terms.profit_split_pct
+    for tier in terms.split_scaling:
+        if approved_payouts >= tier.after_payouts:
+            pct = tier.profit_split_pct
+    return pct
+
+
+def breakdown(profit: Money, terms: FundedTerms, approved_payouts: int, fee: Money) -> Breakdown:
+    pct = split_pct(terms, approved_payouts)
+    trader_share = profit.percent(pct)  # half-even to the minor unit
+    refund_fee = terms.refund_fee_with_first_payout and approved_payouts == 0
+    return Breakdown(
+        profit=profit,
+        profit_split_pct=pct,
+        trader_share=trader_share,
+        firm_share=profit - trader_share,
+        fee_refund=fee if refund_fee else Money.zero(fee.currency),
+    )
+
+
+class Payout(Aggregate):
+    class Requested(Aggregate.Created):
+        account_id: str
+        trader_id: str
+        program_id: str
+        breakdown: dict[str, Any]
+        requested_by: str
+        requested_at: datetime
+
+    class Approved(Aggregate.Event):
+        approved_by: str
+        approved_at: datetime
+        journal: list[dict[str, Any]]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, Payout)
+            aggregate.status = APPROVED
+            aggregate.approved_by = self.approved_by
+            aggregate.approved_at = self.approved_at
+
+    class Rejected(Aggregate.Event):
+        rejected_by: str
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, Payout)
+            aggregate.status = REJECTED
+            aggregate.rejected_by = self.rejected_by
+            aggregate.rejection_reason = self.reason
+
+    class Paid(Aggregate.Event):
+        paid_by: str
+        reference: str
+        paid_at: datetime
+        journal: list[dict[str, Any]]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, Payout)
+            aggregate.status = PAID
+            aggregate.paid_reference = self.reference
+            aggregate.paid_at = self.paid_at
+
+    def __init__(
+        self,
+        account_id: str,
+        trader_id: str,
+        program_id: str,
+        breakdown: dict[str, Any],
+        requested_by: str,
+        requested_at: datetime,
+    ) -> None:
+        self.account_id = account_id
+        self.trader_id = trader_id
+        self.program_id = program_id
+        self.breakdown = Breakdown.from_dict(breakdown)
+        self.requested_by = requested_by
+        self.requested_at = requested_at
+        self.status = REQUESTED
+        self.approved_by: str | None = None
+        self.approved_at: datetime | None = None
+        self.rejected_by: str | None = None
+        self.rejection_reason: str | None = None
+        self.paid_reference: str | None = None
+        self.paid_at: datetime | None = None
+
+    @classmethod
+    def request(
+        cls,
+        *,
+        payout_id: Any,
+        account_id: str,
+        trader_id: str,
+        program_id: str,
+        split: Breakdown,
+        requested_by: str,
+        requested_at: datetime,
+    ) -> Payout:
+        return cls._create(
+            cls.Requested,
+            id=payout_id,
+            account_id=account_id,
+            trader_id=trader_id,
+            program_id=program_id,
+            breakdown=split.to_dict(),
+            requested_by=requested_by,
+            requested_at=requested_at,
+        )
+
+    def _require(self, status: str, action: str) -> None:
+        if self.status != status:
+            raise Conflict(
+                f"payout {self.id} is {self.status}: it cannot be {action}",
+                code=f"payout_{self.status}",
+                details={"status": self.status},
+            )
+
+    def approve(self, approver: str, at: datetime) -> None:
+        self._require(REQUESTED, "approved")
+        if approver == self.requested_by:
+            raise FourEyes(
+                "whoever requested a payout may not approve it",
+                details={"requested_by": self.requested_by},
+            )
+        split = self.breakdown
+        payable = journal.trader_payable(self.trader_id)
+        entry = journal.JournalEntry.of(
+            debits=[
+                (journal.EXPENSES_PROFIT_SHARE, split.trader_share),
+                (journal.REVENUE_REFUNDS, split.fee_refund),
+            ],
+            credits=[(payable, split.trader_share), (payable, split.fee_refund)],
+        )
+        lines = entry.to_list() if split.trader_share.amount or split.fee_refund.amount else []
+        self.trigger_event(self.Approved, approved_by=approver, approved_at=at, journal=lines)
+
+    def reject(self, approver: str, reason: str) -> None:
+        self._require(REQUESTED, "rejected")
+        self.trigger_event(self.Rejected, rejected_by=approver, reason=reason)
+
+    def mark_paid(self, by: str, reference: str, at: datetime) -> None:
+        self._require(APPROVED, "marked paid")
+        payable = journal.trader_payable(self.trader_id)
+        totals = list(self.breakdown.totals.values())
+        lines: list[dict[str, Any]] = []
+        if any(total.amount for total in totals):
+            lines = journal.JournalEntry.of(
+                debits=[(payable, total) for total in totals],
+                credits=[(journal.ASSETS_BANK, total) for total in totals],
+            ).to_list()
+        self.trigger_event(self.Paid, paid_by=by, reference=reference, paid_at=at, journal=lines)

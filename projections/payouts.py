@@ -1,0 +1,294 @@
+"""Payouts as finance sees them, and the reports over them.
+
+A payout counts in a period by its approval time: that is when its money moved and its
+journal entry was booked, so a report's totals equal the journal's movements on
+`expenses:profit_share` and `liabilities:trader_payable:*` for the same period.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from domain.money import Money
+from domain.payout import Payout
+from projections.journal import instant_text
+from projections.store import Cursor, Database
+
+_TOPIC_PREFIX = f"{Payout.__module__}:{Payout.__qualname__}."
+COLUMNS = (
+    "payout_id", "account_id", "trader_id", "program_id", "status", "currency",
+    "profit_minor", "profit_split_pct", "trader_share_minor", "firm_share_minor",
+    "fee_refund_minor", "fee_refund_currency", "requested_by", "requested_at", "approved_by",
+    "approved_at", "rejected_by", "rejection_reason", "paid_reference", "paid_at", "version",
+)  # fmt: skip
+REPORT_FIELDS = (
+    "payout_id", "account_id", "trader_id", "program_id", "status", "currency", "profit",
+    "profit_split_pct", "trader_share", "firm_share", "fee_refund", "fee_refund_currency",
+    "total", "requested_by", "requested_at", "approved_by", "approved_at", "paid_reference",
+    "paid_at",
+)  # fmt: skip
+
+
+class PayoutBoard:
+    name = "payout_board"
+
+    def handles(self, topic: str) -> bool:
+        return topic.startswith(_TOPIC_PREFIX)
+
+    def reset(self, cursor: Cursor) -> None:
+        cursor.execute("DELETE FROM payout_board")
+
+    def apply(self, cursor: Cursor, events: list[tuple[int, Any]]) -> None:
+        if not events:
+            return
+        ids = sorted({str(event.originator_id) for _, event in events})
+        rows: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for row in cursor.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM payout_board WHERE payout_id IN ({marks})",
+                chunk,
+            ):
+                rows[row["payout_id"]] = dict(row)
+        for _, event in events:
+            _patch(rows, event)
+        placeholders = ", ".join("?" for _ in COLUMNS)
+        assignments = ", ".join(f"{column} = excluded.{column}" for column in COLUMNS[1:])
+        cursor.executemany(
+            f"INSERT INTO payout_board ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
+            f"ON CONFLICT (payout_id) DO UPDATE SET {assignments}",
+            [[row[column] for column in COLUMNS] for row in rows.values()],
+        )
+
+
+def _minor(amount: Any, currency: str) -> int:
+    return Money(Decimal(amount), currency).minor_units
+
+
+def _patch(rows: dict[str, dict[str, Any]], event: Any) -> None:
+    payout_id = str(event.originator_id)
+    if isinstance(event, Payout.Requested):
+        split = event.breakdown
+        currency = split["currency"]
+        rows[payout_id] = {
+            "payout_id": payout_id,
+            "account_id": event.account_id,
+            "trader_id": event.trader_id,
+            "program_id": event.program_id,
+            "status": "requested",
+            "currency": currency,
+            "profit_minor": _minor(split["profit"], currency),
+            "profit_split_pct": str(split["profit_split_pct"]),
+            "trader_share_minor": _minor(split["trader_share"], currency),
+            "firm_share_minor": _minor(split["firm_share"], currency),
+            "fee_refund_minor": _minor(split["fee_refund"], split["fee_refund_currency"]),
+            "fee_refund_currency": split["fee_refund_currency"],
+            "requested_by": event.requested_by,
+            "requested_at": instant_text(event.requested_at),
+            "approved_by": None,
+            "approved_at": None,
+            "rejected_by": None,
+            "rejection_reason": None,
+            "paid_reference": None,
+            "paid_at": None,
+            "version": event.originator_version,
+        }
+        return
+    row = rows[payout_id]
+    row["version"] = event.originator_version
+    if isinstance(event, Payout.Approved):
+        row.update(status="approved", approved_by=event.approved_by)
+        row["approved_at"] = instant_text(event.approved_at)
+    elif isinstance(event, Payout.Rejected):
+        row.update(status="rejected", rejected_by=event.rejected_by)
+        row["rejection_reason"] = event.reason
+    elif isinstance(event, Payout.Paid):
+        row.update(status="paid", paid_reference=event.reference)
+        row["paid_at"] = instant_text(event.paid_at)
+
+
+def _money(minor: Any, currency: str) -> Money:
+    return Money.from_minor_units(int(minor), currency)
+
+
+def shape(row: dict[str, Any]) -> dict[str, Any]:
+    """A payout row with the payout fields of DESIGN.md (amounts as decimal strings)."""
+    currency = row["currency"]
+    trader_share = _money(row["trader_share_minor"], currency)
+    fee_refund = _money(row["fee_refund_minor"], row["fee_refund_currency"])
+    totals = {currency: trader_share}
+    if fee_refund.amount:
+        fee_currency = fee_refund.currency
+        totals[fee_currency] = totals.get(fee_currency, Money.zero(fee_currency)) + fee_refund
+    return {
+        "payout_id": row["payout_id"],
+        "account_id": row["account_id"],
+        "trader_id": row["trader_id"],
+        "program_id": row["program_id"],
+        "status": row["status"],
+        "currency": currency,
+        "profit": str(_money(row["profit_minor"], currency).amount),
+        "profit_split_pct": row["profit_split_pct"],
+        "trader_share": str(trader_share.amount),
+        "firm_share": str(_money(row["firm_share_minor"], currency).amount),
+        "fee_refund": str(fee_refund.amount),
+        "fee_refund_currency": fee_refund.currency,
+        "total": str(totals[currency].amount),
+        "totals": [{"currency": c, "amount": str(m.amount)} for c, m in sorted(totals.items())],
+        "requested_by": row["requested_by"],
+        "requested_at": row["requested_at"],
+        "approved_by": row["approved_by"],
+        "approved_at": row["approved_at"],
+        "rejected_by": row["rejected_by"],
+        "rejection_reason": row["rejection_reason"],
+        "paid_reference": row["paid_reference"],
+        "paid_at": row["paid_at"],
+    }
+
+
+def list_payouts(
+    database: Database,
+    *,
+    status: str | None,
+    requested_from: datetime | None,
+    requested_to: datetime | None,
+    after: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Payouts by request time, filtered, paged by the last (requested_at, payout_id)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if status:
+        clauses.append("status = ?")
+        params.append(status)
+    if requested_from:
+        clauses.append("requested_at >= ?")
+        params.append(instant_text(requested_from))
+    if requested_to:
+        clauses.append("requested_at < ?")
+        params.append(instant_text(requested_to))
+    if after:
+        at, _, payout_id = after.partition("|")
+        clauses.append("(requested_at > ? OR (requested_at = ? AND payout_id > ?))")
+        params.extend([at, at, payout_id])
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = database.query(
+        f"SELECT {', '.join(COLUMNS)} FROM payout_board {where} "
+        "ORDER BY requested_at, payout_id LIMIT ?",
+        [*params, limit],
+    )
+    return [shape(row) for row in rows]
+
+
+def _approved_in(
+    database: Database, start: datetime | None, end: datetime | None
+) -> list[dict[str, Any]]:
+    clauses = ["approved_at IS NOT NULL"]
+    params: list[Any] = []
+    if start:
+        clauses.append("approved_at >= ?")
+        params.append(instant_text(start))
+    if end:
+        clauses.append("approved_at < ?")
+        params.append(instant_text(end))
+    return database.query(
+        f"SELECT {', '.join(COLUMNS)} FROM payout_board WHERE {' AND '.join(clauses)} "
+        "ORDER BY approved_at, payout_id",
+        params,
+    )
+
+
+def payout_report(
+    database: Database, start: datetime | None, end: datetime | None
+) -> dict[str, Any]:
+    """Payouts approved in [start, end), with totals per currency."""
+    rows = [shape(row) for row in _approved_in(database, start, end)]
+    sums: dict[str, dict[str, Money]] = defaultdict(dict)
+    for row in rows:
+        currency = row["currency"]
+        for field in ("profit", "trader_share", "firm_share"):
+            amount = Money(Decimal(row[field]), currency)
+            sums[currency][field] = sums[currency].get(field, Money.zero(currency)) + amount
+        fee = Money(Decimal(row["fee_refund"]), row["fee_refund_currency"])
+        fee_sums = sums[fee.currency]
+        fee_sums["fee_refund"] = fee_sums.get("fee_refund", Money.zero(fee.currency)) + fee
+        for total in row["totals"]:
+            money = Money(Decimal(total["amount"]), total["currency"])
+            bucket = sums[money.currency]
+            bucket["total"] = bucket.get("total", Money.zero(money.currency)) + money
+    totals = []
+    for currency in sorted(sums):
+        zero = Money.zero(currency)
+        bucket = sums[currency]
+        totals.append(
+            {"currency": currency, "count": sum(1 for r in rows if r["currency"] == currency)}
+            | {
+                field: str(bucket.get(field, zero).amount)
+                for field in ("profit", "trader_share", "firm_share", "fee_refund", "total")
+            }
+        )
+    return {"payouts": rows, "totals": totals}
+
+
+def report_csv(report: dict[str, Any]) -> str:
+    """CSV a spreadsheet opens cleanly: a header, one row a payout, then `total` lines."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(REPORT_FIELDS)
+    for row in report["payouts"]:
+        writer.writerow([row[field] if row[field] is not None else "" for field in REPORT_FIELDS])
+    for total in report["totals"]:
+        writer.writerow(
+            [
+                "total",
+                f"count={total['count']}",
+                "",
+                "",
+                "",
+                total["currency"],
+                total["profit"],
+                "",
+                total["trader_share"],
+                total["firm_share"],
+                total["fee_refund"],
+                total["currency"],
+                total["total"],
+            ]
+            + [""] * (len(REPORT_FIELDS) - 13)
+        )
+    return out.getvalue()
+
+
+def profit_splits(
+    database: Database, start: datetime | None, end: datetime | None
+) -> list[dict[str, Any]]:
+    """Per trader and program: approved payouts, profit, and each side's share."""
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in _approved_in(database, start, end):
+        key = (row["trader_id"], row["program_id"], row["currency"])
+        group = groups.setdefault(
+            key,
+            {"payouts": 0, "profit": 0, "trader_share": 0, "firm_share": 0},
+        )
+        group["payouts"] += 1
+        group["profit"] += int(row["profit_minor"])
+        group["trader_share"] += int(row["trader_share_minor"])
+        group["firm_share"] += int(row["firm_share_minor"])
+    return [
+        {
+            "trader_id": trader_id,
+            "program_id": program_id,
+            "currency": currency,
+            "payouts": group["payouts"],
+            "profit": str(_money(group["profit"], currency).amount),
+            "trader_share": str(_money(group["trader_share"], currency).amount),
+            "firm_share": str(_money(group["firm_share"], currency).amount),
+        }
+        for (trader_id, program_id, currency), group in sorted(groups.items())
+    ]
