@@ -411,7 +411,7 @@ def _payout_reply(request: Request, payout: Payout, position: int | None) -> dic
     return {**payout_view(payout), "position": position or _ledger(request).position()}
 
 
-def _period(value: str | None, field: str, *, end: bool = False) -> datetime | None:
+def parse_period(value: str | None, field: str, *, end: bool = False) -> datetime | None:
     """An RFC 3339 instant, or a date (a `to` date includes that whole UTC day)."""
     if value is None:
         return None
@@ -491,8 +491,8 @@ def _payout_routes(app: FastAPI) -> None:
         rows = list_payouts(
             request.app.state.database,
             status=status,
-            requested_from=_period(from_, "from"),
-            requested_to=_period(to, "to", end=True),
+            requested_from=parse_period(from_, "from"),
+            requested_to=parse_period(to, "to", end=True),
             after=after,
             limit=limit,
         )
@@ -511,7 +511,9 @@ def _payout_routes(app: FastAPI) -> None:
     ) -> Response:
         position = _wait_for_projections(request)
         report = payout_report(
-            request.app.state.database, _period(from_, "from"), _period(to, "to", end=True)
+            request.app.state.database,
+            parse_period(from_, "from"),
+            parse_period(to, "to", end=True),
         )
         if format == "csv":
             return Response(
@@ -530,6 +532,8 @@ def _payout_routes(app: FastAPI) -> None:
     ) -> JSONResponse:
         position = _wait_for_projections(request)
         rows = profit_splits(
-            request.app.state.database, _period(from_, "from"), _period(to, "to", end=True)
+            request.app.state.database,
+            parse_period(from_, "from"),
+            parse_period(to, "to", end=True),
         )
         return JSONResponse({"from": from_, "to": to, "rows": rows, "position": position})

@@ -113,6 +113,42 @@ def cmd_project(args: argparse.Namespace) -> int:
         ledger.close()
 
 
+def cmd_report_payouts(args: argparse.Namespace) -> int:
+    import json
+
+    from api.app import parse_period
+    from ledger.app import PropLedger
+    from ledger.migrate import migrate
+    from projections.payouts import payout_report, report_csv
+    from projections.registry import default_projections
+    from projections.runner import ProjectionRunner
+    from projections.store import Database
+
+    settings = _settings()
+    migrate(settings.database_url)
+    ledger = PropLedger(settings.database_url)
+    database = Database(settings.database_url)
+    try:
+        start = parse_period(args.start, "from")
+        end = parse_period(args.end, "to", end=True)
+        # The report reflects every event recorded before it was asked for.
+        ProjectionRunner(ledger, database, default_projections()).catch_up()
+        report = payout_report(database, start, end)
+    except Exception as error:
+        raise SystemExit(f"propledger report payouts: {error}") from None
+    finally:
+        database.close()
+        ledger.close()
+    text = report_csv(report) if args.format == "csv" else json.dumps(report, indent=2) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        with open(args.output, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        print(f"wrote {len(report['payouts'])} payouts to {args.output}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="propledger", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     project.add_argument("--batch-size", type=int, default=1000)
     project.add_argument("--poll-interval", type=float, default=0.05)
     project.set_defaults(run=cmd_project)
+
+    report = commands.add_parser("report", help="finance reports")
+    reports = report.add_subparsers(dest="report", required=True)
+    payouts = reports.add_parser("payouts", help="payouts approved in a period")
+    payouts.add_argument("--from", dest="start", default=None, help="RFC 3339 instant or date")
+    payouts.add_argument("--to", dest="end", default=None, help="exclusive; a date includes it")
+    payouts.add_argument("--format", choices=("csv", "json"), default="csv")
+    payouts.add_argument("--output", default="-", help="file to write, or - for stdout")
+    payouts.set_defaults(run=cmd_report_payouts)
     return parser
 
 
