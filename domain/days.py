@@ -7,7 +7,7 @@ the default `00:00` the label is simply the local calendar date.
 
 Boundaries are instants: the local `day_start` wall time on each date, resolved with
 `fold=0` (an ambiguous wall time after a DST fall-back means its first occurrence; a wall
-time inside a spring-forward gap resolves to the instant just after the gap). Comparing
+time inside a spring-forward gap resolves to the instant of the jump). Comparing
 instants keeps day labels monotonic in time across every DST change.
 """
 
@@ -18,9 +18,24 @@ from zoneinfo import ZoneInfo
 
 
 def boundary(local_date: date, zone: ZoneInfo, day_start: time) -> datetime:
-    """The instant (UTC) at which the local wall clock shows `day_start` on `local_date`."""
+    """The first instant (UTC) at which the local wall clock shows `day_start` or later
+    on `local_date`."""
     wall = datetime.combine(local_date, day_start, tzinfo=zone)
-    return wall.astimezone(UTC)
+    instant = wall.astimezone(UTC)
+    naive_wall = wall.replace(tzinfo=None)
+    if instant.astimezone(zone).replace(tzinfo=None) == naive_wall:
+        return instant
+    # The wall time does not exist (a spring-forward gap): the day starts when the clock
+    # jumps over it. fold=1 resolves to an instant before the jump, fold=0 to one after.
+    before = wall.replace(fold=1).astimezone(UTC)
+    after = instant
+    while after - before > timedelta(microseconds=1):
+        middle = before + (after - before) / 2
+        if middle.astimezone(zone).replace(tzinfo=None) >= naive_wall:
+            after = middle
+        else:
+            before = middle
+    return after
 
 
 def _label_offset(day_start: time) -> int:

@@ -347,7 +347,8 @@ class _Parser:
             return None
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            # OSError: a folder of the zone database ("Europe") is not a zone.
             self.problem("day_timezone", f"unknown IANA time zone {value!r}")
             return None
         return value

@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -26,6 +26,8 @@ _RFC3339_PATTERN = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
 _MAX_VOLUME = Decimal(10) ** 9
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
 def parse_timestamp(value: Any, *, field: str) -> datetime:
@@ -53,6 +55,13 @@ def parse_timestamp(value: Any, *, field: str) -> datetime:
             details={"field": field},
         ) from error
     assert parsed.tzinfo is not None
+    if not _EARLIEST <= parsed.astimezone(UTC) <= _LATEST:
+        # Zero times of unset fields ("0001-01-01T00:00:00Z") are bridge bugs, not trades.
+        raise InvalidInput(
+            f"{field} is out of range (years 1970 to 2999): {value!r}",
+            code="invalid_timestamp",
+            details={"field": field},
+        )
     return parsed
 
 
