@@ -29,6 +29,7 @@ from api.auth import (
     Principal,
 )
 from api.errors import ApiError, envelope
+from api.idempotency import IdempotencyMiddleware, IdempotencyStore
 from api.schemas import (
     Allocation,
     EquityMark,
@@ -134,6 +135,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runner = runner
         app.state.jwt_secret = settings.jwt_secret()
         app.state.stripe_webhook_secret = settings.stripe_webhook_secret
+        app.state.idempotency = IdempotencyStore(
+            database, timedelta(hours=settings.propledger_idempotency_ttl_hours)
+        )
         if settings.propledger_projections == "inprocess":
             runner.start()
         try:
@@ -150,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    # The last added runs first: the body limit, then Idempotency-Key replays.
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimit)
     _routes(app)
     _money_routes(app)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 logger = logging.getLogger("propledger")
@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     # "inprocess": `propledger serve` also runs the projection workers (the default, and
     # what the embedded SQLite setup needs); "external": only `propledger project` does.
     propledger_projections: Literal["inprocess", "external"] = "inprocess"
+    # How long an Idempotency-Key and its stored reply are kept.
+    propledger_idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
 
     @field_validator("propledger_database_url")
     @classmethod
