@@ -83,6 +83,7 @@ def database_url_to_env(url: str) -> dict[str, str]:
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "10",
             "CREATE_TABLE": "n",
+            "APPLICATION_RECORDER_TOPIC": "ledger.chain:ChainedSQLiteApplicationRecorder",
         }
     if parts.scheme in ("postgresql", "postgres"):
         dbname = parts.path.lstrip("/")
@@ -100,6 +101,7 @@ def database_url_to_env(url: str) -> dict[str, str]:
             "POSTGRES_CONNECT_TIMEOUT": "10",
             "POSTGRES_LOCK_TIMEOUT": "10",
             "CREATE_TABLE": "n",
+            "APPLICATION_RECORDER_TOPIC": "ledger.chain:ChainedPostgresApplicationRecorder",
         }
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
 

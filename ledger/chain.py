@@ -1,0 +1,117 @@
+"""The tamper-evident hash chain over the event log.
+
+Every stored event gets a link, written in the same transaction as the event itself:
+
+    hash(n) = SHA-256( hash(n-1) | position | stream id | version | topic | SHA-256(state) )
+
+where `position` is the event's notification id, `hash(0)` is 64 zeros, and `|` is a
+newline. The chain is global, in log order, because the store already serialises every
+writer (PostgreSQL's recorder takes a table lock, SQLite has one writer): the link is
+computed after the insert, under that same lock, so it adds no serialisation of its own.
+
+What each tampering breaks:
+- an edited event: its own link no longer matches its content;
+- a deleted event or a whole deleted stream: the link after the gap no longer follows the
+  link before it (and the deleted events' links point at missing events);
+- a reorder: links follow content, so swapped content breaks both links;
+- the newest events cut off: the chain head (`event_chain_head`, one row updated with each
+  link) names a position the log no longer reaches.
+Someone who rewrites events, links and head together can only be caught by an anchor kept
+outside the database: the chain head that `GET /v1/reports/audit` and every export show.
+`propledger audit verify --anchor POSITION:HASH` checks the chain still passes through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+GENESIS = "0" * 64
+
+
+def link(
+    previous: str, position: int, stream_id: Any, version: int, topic: str, state: bytes
+) -> str:
+    stream = stream_id.hex if isinstance(stream_id, UUID) else str(stream_id)
+    digest = hashlib.sha256(state).hexdigest()
+    text = "\n".join([previous, str(position), stream, str(version), topic, digest])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def chain_links(
+    previous: str, positions: Sequence[int], events: Sequence[StoredEvent]
+) -> list[tuple[int, str, int, str]]:
+    """(position, stream id, version, hash) for each new event, continuing `previous`."""
+    links = []
+    for position, event in zip(positions, events, strict=True):
+        previous = link(
+            previous,
+            position,
+            event.originator_id,
+            event.originator_version,
+            event.topic,
+            event.state,
+        )
+        stream = (
+            event.originator_id.hex
+            if isinstance(event.originator_id, UUID)
+            else str(event.originator_id)
+        )
+        links.append((position, stream, event.originator_version, previous))
+    return links
+
+
+class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
+    """Writes each batch's links and the new head in the inserting transaction."""
+
+    def _insert_events(
+        self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        positions = super()._insert_events(c, stored_events, **kwargs)
+        if not stored_events:
+            return positions
+        assert positions is not None
+        c.execute("SELECT hash FROM event_chain_head WHERE id = 1")
+        row = c.fetchone()
+        links = chain_links(row[0] if row else GENESIS, positions, stored_events)
+        c.executemany(
+            "INSERT INTO event_chain (position, stream_id, version, hash) VALUES (?, ?, ?, ?)",
+            links,
+        )
+        c.execute(
+            "INSERT INTO event_chain_head (id, position, hash) VALUES (1, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET position = excluded.position, hash = excluded.hash",
+            (links[-1][0], links[-1][3]),
+        )
+        return positions
+
+
+class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
+    """Writes each batch's links and the new head while the table lock is held."""
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        positions = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if not stored_events:
+            return positions
+        assert positions is not None
+        curs.execute("SELECT hash FROM event_chain_head WHERE id = 1")
+        row = curs.fetchone()
+        links = chain_links(row["hash"] if row else GENESIS, positions, stored_events)
+        curs.executemany(
+            "INSERT INTO event_chain (position, stream_id, version, hash) VALUES (%s, %s, %s, %s)",
+            links,
+        )
+        curs.execute(
+            "INSERT INTO event_chain_head (id, position, hash) VALUES (1, %s, %s) "
+            "ON CONFLICT (id) DO UPDATE SET position = excluded.position, hash = excluded.hash",
+            (links[-1][0], links[-1][3]),
+        )
+        return positions

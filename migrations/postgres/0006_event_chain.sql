@@ -1,0 +1,14 @@
+-- The hash chain over the event log (see ledger/chain.py): one link per event, written in
+-- the event's own transaction, and the chain head.
+CREATE TABLE IF NOT EXISTS event_chain (
+    position bigint PRIMARY KEY,
+    stream_id text NOT NULL,
+    version integer NOT NULL,
+    hash text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_chain_stream_idx ON event_chain (stream_id, version);
+CREATE TABLE IF NOT EXISTS event_chain_head (
+    id integer PRIMARY KEY CHECK (id = 1),
+    position bigint NOT NULL,
+    hash text NOT NULL
+);
