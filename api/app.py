@@ -15,11 +15,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from api import errors
+from api.audit import period_report, stream_links, verify
 from api.auth import (
     Admin,
     AdminOrFinance,
     AnyRole,
     Approver,
+    Auditor,
     Auditors,
     CurrentPrincipal,
     Finance,
@@ -132,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runner = ProjectionRunner(ledger, database, default_projections())
         app.state.ledger = ledger
         app.state.database = database
+        app.state.database_url = settings.database_url
         app.state.runner = runner
         app.state.jwt_secret = settings.jwt_secret()
         app.state.stripe_webhook_secret = settings.stripe_webhook_secret
@@ -160,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _routes(app)
     _money_routes(app)
     _payout_routes(app)
+    _audit_routes(app)
     return app
 
 
@@ -311,7 +315,10 @@ def _routes(app: FastAPI) -> None:
         events = _ledger(request).account_events(
             account_id, after_version=after_version, limit=limit
         )
-        page = [event_view(event) for event in events]
+        links = stream_links(
+            request.app.state.database, account_id, after_version, after_version + limit
+        )
+        page = [event_view(event, links.get(event.originator_version)) for event in events]
         next_after = page[-1]["version"] if len(page) == limit else None
         return JSONResponse(
             {"account_id": account_id, "events": page, "next_after_version": next_after}
@@ -543,3 +550,27 @@ def _payout_routes(app: FastAPI) -> None:
             parse_period(to, "to", end=True),
         )
         return JSONResponse({"from": from_, "to": to, "rows": rows, "position": position})
+
+
+def _audit_routes(app: FastAPI) -> None:
+    @app.post("/v1/audit/verify", tags=["audit"])
+    def audit_verify(request: Request, _: Auditor) -> JSONResponse:
+        result = verify(
+            _ledger(request),
+            request.app.state.database_url,
+            request.app.state.database,
+            default_projections(),
+        )
+        return JSONResponse(plain(result))
+
+    @app.get("/v1/reports/audit", tags=["reports"])
+    def audit_report(
+        request: Request,
+        _: FinanceOrAuditor,
+        from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+        to: Annotated[str | None, Query(max_length=40)] = None,
+    ) -> JSONResponse:
+        start = parse_period(from_, "from")
+        end = parse_period(to, "to", end=True)
+        report = period_report(request.app.state.database, start, end)
+        return JSONResponse({"from": from_, "to": to, **report})

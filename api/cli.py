@@ -149,6 +149,121 @@ def cmd_report_payouts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(label: str) -> Any:
+    """A progress line on standard error, rewritten in place on a terminal."""
+    terminal = sys.stderr.isatty()
+    started = time.monotonic()
+
+    def show(done: int, total: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-6)
+        line = f"{label}: {done}/{total} events ({rate:,.0f}/s)"
+        print(("\r" + line) if terminal else line, end="" if terminal else "\n", file=sys.stderr)
+        if terminal and done >= total:
+            print(file=sys.stderr)
+
+    return show
+
+
+def _parse_anchor(text: str | None) -> tuple[int, str] | None:
+    if not text:
+        return None
+    position, _, digest = text.partition(":")
+    if not position.isdigit() or len(digest) != 64:
+        raise SystemExit("propledger: --anchor takes POSITION:SHA256HEX")
+    return int(position), digest
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from api.audit import verify
+    from ledger.app import PropLedger
+    from ledger.migrate import migrate
+    from projections.registry import default_projections
+    from projections.runner import ProjectionRunner
+    from projections.store import Database
+
+    settings = _settings()
+    anchor = _parse_anchor(args.anchor)
+    migrate(settings.database_url)
+    ledger = PropLedger(settings.database_url)
+    database = Database(settings.database_url)
+    try:
+        # Catch the live projections up first: nothing else may be running them.
+        try:
+            ProjectionRunner(ledger, database, default_projections()).catch_up()
+        except Exception as error:
+            print(f"propledger audit: projections cannot catch up: {error}", file=sys.stderr)
+        result = verify(
+            ledger,
+            settings.database_url,
+            database,
+            default_projections(),
+            anchor=anchor,
+            progress=_progress("chain"),
+            say=lambda text: print(f"propledger audit: {text}", file=sys.stderr),
+        )
+    finally:
+        database.close()
+        ledger.close()
+    print(json.dumps(result, indent=2, default=str))
+    chain = result["chain"]
+    broken = chain["first_broken_link"]
+    if broken:
+        print(f"FAIL chain: {broken['message']}", file=sys.stderr)
+    for name, outcome in result["projections"].items():
+        if outcome["differences"]:
+            print(f"FAIL {name}: {len(outcome['differences'])} differences", file=sys.stderr)
+    print(
+        f"{'OK' if result['ok'] else 'FAILED'}: {chain['events']} events, "
+        f"chain head {chain['head']['position']}:{chain['head']['hash']}",
+        file=sys.stderr,
+    )
+    return 0 if result["ok"] else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ledger.audit import export_log
+
+    settings = _settings()
+    if args.output == "-":
+        count = export_log(settings.database_url, sys.stdout, progress=_progress("export"))
+    else:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            count = export_log(settings.database_url, handle, progress=_progress("export"))
+    print(f"exported {count} events", file=sys.stderr)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from ledger.app import PropLedger
+    from ledger.audit import ReplayError, replay_log
+    from ledger.migrate import migrate
+    from projections.registry import default_projections
+    from projections.runner import ProjectionRunner
+    from projections.store import Database
+
+    settings = _settings()
+    migrate(settings.database_url)
+    try:
+        if args.input == "-":
+            count = replay_log(settings.database_url, sys.stdin, progress=_progress("replay"))
+        else:
+            with open(args.input, encoding="utf-8") as handle:
+                count = replay_log(settings.database_url, handle, progress=_progress("replay"))
+    except (ReplayError, OSError, ValueError) as error:
+        raise SystemExit(f"propledger replay: {error}") from None
+    ledger = PropLedger(settings.database_url)
+    database = Database(settings.database_url)
+    try:
+        projected = ProjectionRunner(ledger, database, default_projections()).catch_up()
+    finally:
+        database.close()
+        ledger.close()
+    print(f"replayed {count} events; projections built from {projected} events", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="propledger", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +298,22 @@ def build_parser() -> argparse.ArgumentParser:
     payouts.add_argument("--format", choices=("csv", "json"), default="csv")
     payouts.add_argument("--output", default="-", help="file to write, or - for stdout")
     payouts.set_defaults(run=cmd_report_payouts)
+
+    audit = commands.add_parser("audit", help="auditing the log")
+    audits = audit.add_subparsers(dest="audit", required=True)
+    verify = audits.add_parser(
+        "verify", help="check the hash chain and every projection against a fresh replay"
+    )
+    verify.add_argument("--anchor", default=None, help="POSITION:HASH the chain must pass through")
+    verify.set_defaults(run=cmd_audit_verify)
+
+    export = commands.add_parser("export", help="write the whole log as JSON Lines")
+    export.add_argument("--output", required=True, help="file, or - for standard output")
+    export.set_defaults(run=cmd_export)
+
+    replay = commands.add_parser("replay", help="load an export into an empty store")
+    replay.add_argument("--input", required=True, help="file, or - for standard input")
+    replay.set_defaults(run=cmd_replay)
     return parser
 
 

@@ -48,7 +48,7 @@ def program_view(program: Program) -> dict[str, Any]:
     return {**program.definition.to_dict(), "version": program.version}
 
 
-def event_view(event: Any) -> dict[str, Any]:
+def event_view(event: Any, chain_link: dict[str, Any] | None = None) -> dict[str, Any]:
     data = {
         key: value
         for key, value in event.__dict__.items()
@@ -59,6 +59,9 @@ def event_view(event: Any) -> dict[str, Any]:
             "version": event.originator_version,
             "type": type(event).__name__,
             "recorded_at": event.timestamp,
+            "position": None if chain_link is None else chain_link["position"],
+            "hash": None if chain_link is None else chain_link["hash"],
+            "actor": _actor(data),
             "data": data,
         }
     )
@@ -109,3 +112,22 @@ def payout_view(payout: Payout) -> dict[str, Any]:
         }
     )
     return shaped
+
+
+_ACTOR_FIELDS = (
+    "actor",
+    "requested_by",
+    "approved_by",
+    "rejected_by",
+    "paid_by",
+    "allocated_by",
+    "by",
+)
+
+
+def _actor(data: dict[str, Any]) -> str | None:
+    for name in _ACTOR_FIELDS:
+        value = data.get(name)
+        if isinstance(value, str):
+            return value
+    return None

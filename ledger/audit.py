@@ -5,11 +5,13 @@ All three read or write the log in pages, in constant memory, whatever its size.
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 from uuid import UUID
 
 import psycopg
@@ -100,7 +102,7 @@ class _Store:
         return list(
             connection.execute(
                 self.sql(
-                    "SELECT position, stream_id, version, hash FROM event_chain "
+                    "SELECT position, stream_id, version, hash, recorded_at FROM event_chain "
                     f"WHERE position > ?{clause} ORDER BY position LIMIT {PAGE}"
                 ),
                 params,
@@ -303,4 +305,167 @@ def _check_anchor(
                 found,
                 f"the chain no longer passes through the anchor at position {position}",
             )
+        )
+
+
+# Export and replay -------------------------------------------------------------------
+
+
+@contextmanager
+def _snapshot(store: _Store) -> Iterator[Any]:
+    """A connection that reads one consistent state of the log for as long as it is open."""
+    with store.connect() as connection:
+        if store.sqlite:
+            connection.execute("BEGIN")
+        else:
+            connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        try:
+            yield connection
+        finally:
+            connection.rollback()
+
+
+def export_log(database_url: str, out: IO[str], *, progress: Progress | None = None) -> int:
+    """Writes the whole log as JSON Lines: a header, then one event a line with its link."""
+    store = _Store(database_url)
+    count = 0
+    with _snapshot(store) as connection:
+        total = store.count(connection)
+        head = store.head(connection)
+        header = {
+            "format": EXPORT_FORMAT,
+            "events": total,
+            "head": None if head is None else {"position": head[0], "hash": head[1]},
+        }
+        out.write(json.dumps(header) + "\n")
+        for position, event, chain_link in _merged(store, connection):
+            if event is None:
+                continue
+            _, stream, version, topic, state = event
+            data = state.encode() if isinstance(state, str) else bytes(state)
+            record = {
+                "position": position,
+                "stream_id": _stream(stream),
+                "version": int(version),
+                "topic": str(topic),
+                "state": base64.b64encode(data).decode("ascii"),
+                "hash": None if chain_link is None else str(chain_link[3]),
+                "recorded_at": None if chain_link is None else chain_link[4],
+            }
+            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+            count += 1
+            if progress and count % PAGE == 0:
+                progress(count, total)
+    if progress:
+        progress(count, total)
+    return count
+
+
+class ReplayError(Exception):
+    pass
+
+
+def replay_log(database_url: str, source: IO[str], *, progress: Progress | None = None) -> int:
+    """Loads an export into an empty store, recomputing every link and checking it against
+    the exported one; any difference aborts the replay and leaves the store empty."""
+    store = _Store(database_url)
+    header = json.loads(source.readline() or "{}")
+    if header.get("format") != EXPORT_FORMAT:
+        raise ReplayError(f"not a propledger export (format {header.get('format')!r})")
+    total = int(header.get("events") or 0)
+    with store.connect() as connection:
+        if store.sqlite:
+            connection.execute("BEGIN IMMEDIATE")
+        if store.count(connection) or store.head(connection) is not None:
+            connection.rollback()
+            raise ReplayError("the target store is not empty")
+        try:
+            count, last = _replay_lines(store, connection, source, total, progress)
+            _finish_replay(store, connection, header, last)
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+    return count
+
+
+def _replay_lines(
+    store: _Store, connection: Any, source: IO[str], total: int, progress: Progress | None
+) -> tuple[int, tuple[int, str] | None]:
+    previous = GENESIS
+    batch_events: list[tuple[Any, ...]] = []
+    batch_links: list[tuple[Any, ...]] = []
+    count = 0
+    last: tuple[int, str] | None = None
+    for line_number, line in enumerate(source, start=2):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        position = int(record["position"])
+        stream = UUID(record["stream_id"])
+        state = base64.b64decode(record["state"])
+        previous = link(previous, position, stream, int(record["version"]), record["topic"], state)
+        if record.get("hash") not in (None, previous):
+            raise ReplayError(
+                f"line {line_number}: the link of position {position} does not match its "
+                f"event (export {record['hash']}, recomputed {previous})"
+            )
+        stream_value = stream.hex if store.sqlite else stream
+        version = int(record["version"])
+        batch_events.append((position, stream_value, version, record["topic"], state))
+        batch_links.append((position, stream.hex, version, previous, record.get("recorded_at")))
+        last = (position, previous)
+        count += 1
+        if len(batch_events) >= 1000:
+            _write_batch(store, connection, batch_events, batch_links)
+            batch_events, batch_links = [], []
+            if progress:
+                progress(count, total)
+    _write_batch(store, connection, batch_events, batch_links)
+    if progress:
+        progress(count, total)
+    return count, last
+
+
+def _write_batch(
+    store: _Store, connection: Any, events: list[tuple[Any, ...]], links: list[tuple[Any, ...]]
+) -> None:
+    if not events:
+        return
+    cursor = connection.cursor()
+    cursor.executemany(
+        store.sql(
+            f"INSERT INTO {store.events_table} ({store.position_column}, originator_id, "
+            "originator_version, topic, state) VALUES (?, ?, ?, ?, ?)"
+        ),
+        events,
+    )
+    cursor.executemany(
+        store.sql(
+            "INSERT INTO event_chain (position, stream_id, version, hash, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?)"
+        ),
+        links,
+    )
+
+
+def _finish_replay(
+    store: _Store, connection: Any, header: dict[str, Any], last: tuple[int, str] | None
+) -> None:
+    expected_head = header.get("head")
+    if last is None:
+        if expected_head:
+            raise ReplayError("the export names a chain head but holds no events")
+        return
+    if expected_head and (expected_head["position"], expected_head["hash"]) != last:
+        raise ReplayError(
+            f"the export's chain head {expected_head} does not match its last event {last}"
+        )
+    connection.execute(
+        store.sql("INSERT INTO event_chain_head (id, position, hash) VALUES (1, ?, ?)"), last
+    )
+    if not store.sqlite:
+        connection.execute(
+            "SELECT setval(pg_get_serial_sequence('propledger_events', 'notification_id'), %s)",
+            (last[0],),
         )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -44,10 +45,15 @@ def link(
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def recorded_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def chain_links(
     previous: str, positions: Sequence[int], events: Sequence[StoredEvent]
-) -> list[tuple[int, str, int, str]]:
-    """(position, stream id, version, hash) for each new event, continuing `previous`."""
+) -> list[tuple[int, str, int, str, str]]:
+    """(position, stream id, version, hash, recorded at) for each new event."""
+    recorded_at = recorded_now()
     links = []
     for position, event in zip(positions, events, strict=True):
         previous = link(
@@ -63,7 +69,7 @@ def chain_links(
             if isinstance(event.originator_id, UUID)
             else str(event.originator_id)
         )
-        links.append((position, stream, event.originator_version, previous))
+        links.append((position, stream, event.originator_version, previous, recorded_at))
     return links
 
 
@@ -81,7 +87,8 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         row = c.fetchone()
         links = chain_links(row[0] if row else GENESIS, positions, stored_events)
         c.executemany(
-            "INSERT INTO event_chain (position, stream_id, version, hash) VALUES (?, ?, ?, ?)",
+            "INSERT INTO event_chain (position, stream_id, version, hash, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?)",
             links,
         )
         c.execute(

@@ -51,6 +51,7 @@ def _breach_text(breach: dict[str, Any] | None) -> str | None:
 
 class AccountBoard:
     name = "account_board"
+    tables: tuple[tuple[str, tuple[str, ...]], ...] = (("account_board", ("account_id",)),)
 
     def handles(self, topic: str) -> bool:
         return topic.startswith(_TOPIC_PREFIX)

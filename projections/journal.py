@@ -40,6 +40,10 @@ def _books(topic: str) -> bool:
 
 class Journal:
     name = "journal"
+    tables: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("journal_entries", ("entry_id",)),
+        ("journal_lines", ("entry_id", "line_no")),
+    )
 
     def handles(self, topic: str) -> bool:
         return _books(topic)

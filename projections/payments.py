@@ -22,6 +22,7 @@ COLUMNS = (
 
 class PaymentBoard:
     name = "payment_board"
+    tables: tuple[tuple[str, tuple[str, ...]], ...] = (("payment_board", ("payment_id",)),)
 
     def handles(self, topic: str) -> bool:
         return topic.startswith(_TOPIC_PREFIX)

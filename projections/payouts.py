@@ -36,6 +36,7 @@ REPORT_FIELDS = (
 
 class PayoutBoard:
     name = "payout_board"
+    tables: tuple[tuple[str, tuple[str, ...]], ...] = (("payout_board", ("payout_id",)),)
 
     def handles(self, topic: str) -> bool:
         return topic.startswith(_TOPIC_PREFIX)

@@ -26,7 +26,9 @@ logger = logging.getLogger("propledger.projections")
 
 
 class Notifications(Protocol):
-    def select_notifications(self, start: int | None, limit: int) -> Sequence[Any]: ...
+    def select_notifications(
+        self, start: int | None, limit: int, stop: int | None = None
+    ) -> Sequence[Any]: ...
     def max_notification_id(self) -> int | None: ...
 
 
@@ -46,6 +48,8 @@ class EventSource(Protocol):
 
 class Projection(Protocol):
     name: str
+    # The tables it writes, each with its key columns (for comparisons with a rebuild).
+    tables: tuple[tuple[str, tuple[str, ...]], ...]
 
     def handles(self, topic: str) -> bool: ...
     def apply(self, cursor: Cursor, events: list[tuple[int, Any]]) -> None:
@@ -98,20 +102,23 @@ class ProjectionRunner:
 
     # Processing ---------------------------------------------------------------------
 
-    def run_once(self) -> int:
+    def run_once(self, until: int | None = None) -> int:
         """Processes at most one page per projection; returns the events read."""
-        return sum(self._process_page(projection) for projection in self.projections)
+        return sum(self._process_page(projection, until) for projection in self.projections)
 
-    def catch_up(self) -> int:
+    def catch_up(self, until: int | None = None) -> int:
+        """Processes the log up to `until` (or its end); returns the events read."""
         total = 0
-        while (processed := self.run_once()) > 0:
+        while (processed := self.run_once(until)) > 0:
             total += processed
         return total
 
-    def _process_page(self, projection: Projection) -> int:
+    def _process_page(self, projection: Projection, until: int | None = None) -> int:
         start = self.position(projection.name)
+        if until is not None and start >= until:
+            return 0
         notifications = self.source.recorder.select_notifications(
-            start=start + 1, limit=self.batch_size
+            start=start + 1, limit=self.batch_size, stop=until
         )
         if not notifications:
             return 0
@@ -132,8 +139,8 @@ class ProjectionRunner:
             )
         return len(notifications)
 
-    def rebuild(self, projection: Projection) -> int:
-        """Empties the projection and replays the whole log into it."""
+    def rebuild(self, projection: Projection, until: int | None = None) -> int:
+        """Empties the projection and replays the log (up to `until`) into it."""
         with self.database.transaction() as cursor:
             _lock_position(self.database, cursor, projection.name)
             projection.reset(cursor)
@@ -142,7 +149,7 @@ class ProjectionRunner:
                 (projection.name,),
             )
         total = 0
-        while (processed := self._process_page(projection)) > 0:
+        while (processed := self._process_page(projection, until)) > 0:
             total += processed
         return total
 

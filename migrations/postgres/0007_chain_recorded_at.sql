@@ -1,0 +1,3 @@
+-- When each link (and so its event) was recorded: for period reports over the log.
+ALTER TABLE event_chain ADD COLUMN IF NOT EXISTS recorded_at text;
+CREATE INDEX IF NOT EXISTS event_chain_recorded_idx ON event_chain (recorded_at);
