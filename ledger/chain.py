@@ -113,7 +113,8 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         row = curs.fetchone()
         links = chain_links(row["hash"] if row else GENESIS, positions, stored_events)
         curs.executemany(
-            "INSERT INTO event_chain (position, stream_id, version, hash) VALUES (%s, %s, %s, %s)",
+            "INSERT INTO event_chain (position, stream_id, version, hash, recorded_at) "
+            "VALUES (%s, %s, %s, %s, %s)",
             links,
         )
         curs.execute(
