@@ -232,21 +232,26 @@ class PropLedger(Application[UUID]):
             account.suspend("trader suspended: payment dispute")
         return account
 
-    def _trader_accounts(self, trader: Trader) -> list[TradingAccount]:
+    def _trader_accounts(
+        self, trader: Trader, pending: dict[str, TradingAccount]
+    ) -> list[TradingAccount]:
         """Every account of the trader: each purchase's first account and the accounts its
-        passes opened after it."""
+        passes opened after it. `pending` holds accounts this command opened or loaded and
+        has not saved yet: they are used as they are, not loaded again."""
         accounts = []
         for first_id in trader.account_ids:
             next_id: str | None = first_id
             while next_id is not None:
-                account = self.account(next_id)
+                account = pending.get(next_id) or self.account(next_id)
                 accounts.append(account)
                 next_id = account.next_account_id
         return accounts
 
-    def _apply_suspension(self, trader: Trader, reason: str) -> list[TradingAccount]:
+    def _apply_suspension(
+        self, trader: Trader, reason: str, pending: dict[str, TradingAccount] | None = None
+    ) -> list[TradingAccount]:
         changed = []
-        for account in self._trader_accounts(trader):
+        for account in self._trader_accounts(trader, pending or {}):
             moved = account.suspend(reason) if trader.is_suspended else account.reinstate(reason)
             if moved:
                 changed.append(account)
@@ -390,7 +395,10 @@ class PropLedger(Application[UUID]):
             changed = trader.note_dispute(dispute_id, status) or changed
         if changed:
             reason = "payment dispute" if trader.is_suspended else "dispute closed"
-            touched.extend(self._apply_suspension(trader, reason))
+            pending = {str(a.id): a for a in touched if isinstance(a, TradingAccount)}
+            for account in self._apply_suspension(trader, reason, pending):
+                if str(account.id) not in pending:
+                    touched.append(account)
 
     def allocate_payment(
         self, payment_ref: str, body: dict[str, Any], actor: str
