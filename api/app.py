@@ -212,8 +212,8 @@ def _routes(app: FastAPI) -> None:
         )
 
     @app.post("/v1/programs", tags=["programs"], status_code=201)
-    def define_program(body: dict[str, Any], request: Request, _: Admin) -> JSONResponse:
-        program, changed, position = _ledger(request).define_program(body)
+    def define_program(body: dict[str, Any], request: Request, principal: Admin) -> JSONResponse:
+        program, changed, position = _ledger(request).define_program(body, principal.sub)
         reply = {**program_view(program), "position": position or _ledger(request).position()}
         return _created(reply, created=changed)
 
@@ -222,9 +222,9 @@ def _routes(app: FastAPI) -> None:
         return JSONResponse(plain(program_view(_ledger(request).program(program_id))))
 
     @app.post("/v1/purchases", tags=["purchases"], status_code=201)
-    def purchase(body: PurchaseCreate, request: Request, _: AdminOrFinance) -> JSONResponse:
+    def purchase(body: PurchaseCreate, request: Request, principal: AdminOrFinance) -> JSONResponse:
         ledger = _ledger(request)
-        reply = ledger.purchase(body.model_dump())
+        reply = ledger.purchase(body.model_dump(), principal.sub)
         payload = {
             **body.model_dump(),
             "account_id": str(reply.account.id),
@@ -236,10 +236,10 @@ def _routes(app: FastAPI) -> None:
 
     @app.post("/v1/accounts/{account_id}/trades", tags=["trades"], status_code=201)
     def record_trade(
-        account_id: str, body: TradeCreate, request: Request, _: Platform
+        account_id: str, body: TradeCreate, request: Request, principal: Platform
     ) -> JSONResponse:
         ledger = _ledger(request)
-        reply = ledger.record_trade(account_id, body.model_dump())
+        reply = ledger.record_trade(account_id, body.model_dump(), principal.sub)
         payload = {
             **account_state(reply.account),
             "trade_id": body.trade_id,
@@ -249,9 +249,11 @@ def _routes(app: FastAPI) -> None:
         return _created(payload, created=not reply.duplicate)
 
     @app.post("/v1/trades:batch", tags=["trades"])
-    def record_trades_batch(body: TradeBatch, request: Request, _: Platform) -> JSONResponse:
+    def record_trades_batch(
+        body: TradeBatch, request: Request, principal: Platform
+    ) -> JSONResponse:
         ledger = _ledger(request)
-        results, position = ledger.record_trades_batch(body.trades)
+        results, position = ledger.record_trades_batch(body.trades, principal.sub)
         return JSONResponse(
             plain(
                 {
@@ -263,10 +265,10 @@ def _routes(app: FastAPI) -> None:
 
     @app.post("/v1/accounts/{account_id}/equity", tags=["trades"], status_code=201)
     def record_equity(
-        account_id: str, body: EquityMark, request: Request, _: Platform
+        account_id: str, body: EquityMark, request: Request, principal: Platform
     ) -> JSONResponse:
         ledger = _ledger(request)
-        reply = ledger.record_equity(account_id, body.model_dump())
+        reply = ledger.record_equity(account_id, body.model_dump(), principal.sub)
         payload = {
             **account_state(reply.account),
             "duplicate": reply.duplicate,

@@ -48,11 +48,27 @@ class TradingAccount(Aggregate):
         previous_account_id: str | None
         board: dict[str, Any]
         journal: list[dict[str, Any]]
+        actor: str | None
+
+        # v2 records who opened the account; v1 events (before actors) read as unknown.
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["actor"] = None
 
     class TradeClosed(Aggregate.Event):
         trade: dict[str, Any]
         fingerprint: str
         board: dict[str, Any]
+        actor: str | None
+
+        # v2 records the token subject that posted the trade; v1 events read as unknown.
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["actor"] = None
 
         def apply(self, aggregate: Any) -> None:
             assert isinstance(aggregate, TradingAccount)
@@ -62,6 +78,13 @@ class TradingAccount(Aggregate):
         equity: Decimal
         at: datetime
         board: dict[str, Any]
+        actor: str | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["actor"] = None
 
         def apply(self, aggregate: Any) -> None:
             assert isinstance(aggregate, TradingAccount)
@@ -191,6 +214,7 @@ class TradingAccount(Aggregate):
         purchase: dict[str, Any] | None = None,
         previous_account_id: str | None = None,
         journal: list[dict[str, Any]] | None = None,
+        actor: str | None = None,
     ) -> TradingAccount:
         stage_rules = program.stage_rules(stage)
         state = rules.opening_state(program.initial_balance, stage_rules)
@@ -205,6 +229,7 @@ class TradingAccount(Aggregate):
             previous_account_id=previous_account_id,
             board=_board(state, stage_rules, ACTIVE, None, None, None),
             journal=journal or [],
+            actor=actor,
         )
 
     # Queries -----------------------------------------------------------------------
@@ -232,7 +257,7 @@ class TradingAccount(Aggregate):
 
     # Commands ----------------------------------------------------------------------
 
-    def close_trade(self, trade: Trade) -> TradeOutcome:
+    def close_trade(self, trade: Trade, actor: str | None = None) -> TradeOutcome:
         """Record a closed trade; judge it while the account is active."""
         if trade.profit.currency != self.currency:
             raise InvalidInput(
@@ -255,6 +280,7 @@ class TradingAccount(Aggregate):
             trade=trade.to_event_dict(),
             fingerprint=trade.fingerprint,
             board=self._board_with(state, self.status),
+            actor=actor,
         )
         version = self.version
         if self.status != ACTIVE:
@@ -272,7 +298,7 @@ class TradingAccount(Aggregate):
             )
         return TradeOutcome(version=version, duplicate=False)
 
-    def mark_equity(self, equity: Money, at: datetime) -> bool:
+    def mark_equity(self, equity: Money, at: datetime, actor: str | None = None) -> bool:
         """Record an equity mark; False when it repeats the newest mark exactly."""
         if equity.currency != self.currency:
             raise InvalidInput(f"equity must be in {self.currency}", code="currency_mismatch")
@@ -284,6 +310,7 @@ class TradingAccount(Aggregate):
             equity=equity.amount,
             at=at,
             board=self._board_with(state, self.status),
+            actor=actor,
         )
         if self.status == ACTIVE:
             breach = rules.find_breach(self.state, self.rules, equity, at)
@@ -389,6 +416,7 @@ class TradingAccount(Aggregate):
             program_version=self.program_version,
             stage=next_stage,
             previous_account_id=str(self.id),
+            actor="propledger",
         )
 
     # Applying recorded events --------------------------------------------------------

@@ -23,9 +23,23 @@ class Program(Aggregate):
 
     class Defined(Aggregate.Created):
         definition: dict[str, Any]
+        actor: str | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["actor"] = None
 
     class Revised(Aggregate.Event):
         definition: dict[str, Any]
+        actor: str | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["actor"] = None
 
         def apply(self, aggregate: Any) -> None:
             assert isinstance(aggregate, Program)
@@ -35,20 +49,21 @@ class Program(Aggregate):
         self.definition = ProgramDefinition.parse(definition)
 
     @classmethod
-    def define(cls, definition: ProgramDefinition) -> Program:
+    def define(cls, definition: ProgramDefinition, actor: str | None = None) -> Program:
         return cls._create(
             cls.Defined,
             id=program_id_to_uuid(definition.program_id),
             definition=definition.to_dict(),
+            actor=actor,
         )
 
-    def revise(self, definition: ProgramDefinition) -> bool:
+    def revise(self, definition: ProgramDefinition, actor: str | None = None) -> bool:
         """Record a new version; False (nothing recorded) when the definition is unchanged."""
         if definition.program_id != self.definition.program_id:
             raise ValueError("a program's id cannot change")
         if definition.to_dict() == self.definition.to_dict():
             return False
-        self.trigger_event(self.Revised, definition=definition.to_dict())
+        self.trigger_event(self.Revised, definition=definition.to_dict(), actor=actor)
         return True
 
 

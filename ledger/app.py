@@ -130,7 +130,9 @@ class PropLedger(Application[UUID]):
 
     # Programs -----------------------------------------------------------------------
 
-    def define_program(self, body: Any) -> tuple[Program, bool, int | None]:
+    def define_program(
+        self, body: Any, actor: str | None = None
+    ) -> tuple[Program, bool, int | None]:
         """Define a program, or record a new version of it; (program, changed, position)."""
         definition = ProgramDefinition.parse(body)
 
@@ -138,9 +140,9 @@ class PropLedger(Application[UUID]):
             try:
                 program = self.program(definition.program_id)
             except NotFound:
-                program = Program.define(definition)
+                program = Program.define(definition, actor)
                 return program, True, self._save(program)
-            if not program.revise(definition):
+            if not program.revise(definition, actor):
                 return program, False, None
             return program, True, self._save(program)
 
@@ -148,7 +150,7 @@ class PropLedger(Application[UUID]):
 
     # Purchases ----------------------------------------------------------------------
 
-    def purchase(self, body: dict[str, Any]) -> AccountReply:
+    def purchase(self, body: dict[str, Any], actor: str | None = None) -> AccountReply:
         """Record a challenge purchase and open its phase-1 account (once per purchase_id)."""
         purchase_id = _external_id(body.get("purchase_id"), "purchase_id")
         trader_id = _external_id(body.get("trader_id"), "trader_id")
@@ -192,7 +194,7 @@ class PropLedger(Application[UUID]):
                     journal.ASSETS_BANK, journal.REVENUE_CHALLENGE_FEES, amount
                 )
             account = self._open_first_account(
-                account_id, trader, program, purchase=purchase, journal_lines=lines
+                account_id, trader, program, purchase=purchase, journal_lines=lines, actor=actor
             )
             return AccountReply(account, duplicate=False, position=self._save(trader, account))
 
@@ -217,6 +219,7 @@ class PropLedger(Application[UUID]):
         *,
         purchase: dict[str, Any],
         journal_lines: list[dict[str, Any]],
+        actor: str | None = None,
     ) -> TradingAccount:
         account = TradingAccount.open(
             account_id=account_id,
@@ -226,6 +229,7 @@ class PropLedger(Application[UUID]):
             stage=program.definition.first_stage,
             purchase=purchase,
             journal=journal_lines,
+            actor=actor,
         )
         trader.add_account(str(account_id))
         if trader.is_suspended:
@@ -503,11 +507,11 @@ class PropLedger(Application[UUID]):
 
     # Trades and equity --------------------------------------------------------------
 
-    def record_trade(self, account_id: str, body: Any) -> AccountReply:
+    def record_trade(self, account_id: str, body: Any, actor: str | None = None) -> AccountReply:
         def command() -> AccountReply:
             account = self.account(account_id)
             trade = Trade.parse(body, account.currency)
-            outcome = account.close_trade(trade)
+            outcome = account.close_trade(trade, actor)
             if outcome.duplicate:
                 original = self._as_recorded(account.id, outcome.version)
                 return AccountReply(original, duplicate=True, position=None)
@@ -517,26 +521,30 @@ class PropLedger(Application[UUID]):
 
         return self._retrying(command)
 
-    def record_equity(self, account_id: str, body: Any) -> AccountReply:
+    def record_equity(self, account_id: str, body: Any, actor: str | None = None) -> AccountReply:
         def command() -> AccountReply:
             account = self.account(account_id)
             equity, at = parse_equity_mark(body, account.currency)
-            if not account.mark_equity(equity, at):
+            if not account.mark_equity(equity, at, actor):
                 return AccountReply(account, duplicate=True, position=None)
             return AccountReply(account, duplicate=False, position=self._save(account))
 
         return self._retrying(command)
 
-    def record_trades_batch(self, items: list[Any]) -> tuple[list[BatchResult], int | None]:
+    def record_trades_batch(
+        self, items: list[Any], actor: str | None = None
+    ) -> tuple[list[BatchResult], int | None]:
         """Apply up to 1,000 trades, per account in the order given, in one transaction."""
         if len(items) > MAX_BATCH_TRADES:
             raise InvalidInput(
                 f"a batch holds at most {MAX_BATCH_TRADES} trades, got {len(items)}",
                 code="batch_too_large",
             )
-        return self._retrying(lambda: self._apply_batch(items))
+        return self._retrying(lambda: self._apply_batch(items, actor))
 
-    def _apply_batch(self, items: list[Any]) -> tuple[list[BatchResult], int | None]:
+    def _apply_batch(
+        self, items: list[Any], actor: str | None
+    ) -> tuple[list[BatchResult], int | None]:
         accounts: dict[str, _BatchAccount] = {}
         results: list[BatchResult] = []
         for item in items:
@@ -557,7 +565,7 @@ class PropLedger(Application[UUID]):
                 continue
             try:
                 trade = Trade.parse(trade_body, entry.account.currency)
-                outcome = entry.account.close_trade(trade)
+                outcome = entry.account.close_trade(trade, actor)
             except DomainError as error:
                 results.append(_rejected(account_key, trade_id, error))
                 continue
