@@ -553,12 +553,14 @@ class PropLedger(Application[UUID]):
                 continue
             raw_account_id = item.get("account_id")
             account_key = raw_account_id if isinstance(raw_account_id, str) else ""
+            # One entry per account however its id is spelt (case, braces, hyphens).
+            canonical = _canonical_id(account_key)
             trade_body = {key: value for key, value in item.items() if key != "account_id"}
             raw_trade_id = trade_body.get("trade_id")
             trade_id = raw_trade_id if isinstance(raw_trade_id, str) else None
-            entry = accounts.get(account_key)
+            entry = accounts.get(canonical)
             if entry is None:
-                entry = accounts[account_key] = self._load_for_batch(account_key)
+                entry = accounts[canonical] = self._load_for_batch(account_key)
             if entry.account is None:
                 assert entry.error is not None
                 results.append(_rejected(account_key, trade_id, entry.error))
@@ -622,6 +624,13 @@ class PropLedger(Application[UUID]):
     ) -> list[DomainEventProtocol[UUID]]:
         account = self.account(account_id)
         return list(self.events.get(account.id, gt=after_version, lte=after_version + limit))
+
+
+def _canonical_id(value: str) -> str:
+    try:
+        return str(UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        return value
 
 
 def _payment_id(payment_ref: str) -> UUID:

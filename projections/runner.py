@@ -131,7 +131,9 @@ class ProjectionRunner:
         end = notifications[-1].id
         with self.database.transaction() as cursor:
             if _lock_position(self.database, cursor, projection.name) != start:
-                return 0  # another runner committed this page first
+                # Another runner committed this page first: nothing written here, but the
+                # log moved on, so a catch-up keeps going from the new position.
+                return len(notifications)
             projection.apply(cursor, events)
             cursor.execute(
                 "UPDATE projection_tracking SET position = ? WHERE projection = ?",

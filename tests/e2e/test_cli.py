@@ -1,0 +1,233 @@
+"""The `propledger` command line, run in its own process as an operator would run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from api.views import account_state
+from ledger.app import PropLedger
+from projections.board import COLUMNS, all_rows
+from projections.store import Database
+from tests.support import (
+    BACKENDS,
+    auth,
+    backend_url,
+    make_app,
+    program_body,
+    purchase_body,
+    sqlite_file_url,
+    trade_body,
+    uid,
+)
+
+CLI_SECRET = "cli-test-secret-" + "z" * 40
+PROPLEDGER_SCRIPT = Path(sys.executable).parent / "propledger"
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, script: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Runs `propledger ARGS` with a clean PROPLEDGER_* environment in `cwd` (so no .env
+    file and no ./var of the repository is read)."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("PROPLEDGER_")}
+    clean.update(env or {})
+    command = [str(PROPLEDGER_SCRIPT)] if script else [sys.executable, "-m", "api.cli"]
+    return subprocess.run(
+        [*command, *args],
+        cwd=cwd,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+# token --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.skipif(
+                not PROPLEDGER_SCRIPT.exists(), reason="no installed propledger script"
+            ),
+        ),
+    ],
+    ids=["python-m", "script"],
+)
+def test_token_prints_a_jwt_signed_with_the_secret_from_the_environment(
+    tmp_path: Path, script: bool
+) -> None:
+    done = run_cli(
+        "token", "--sub", "x", "--roles", "finance",
+        cwd=tmp_path, env={"PROPLEDGER_JWT_SECRET": CLI_SECRET}, script=script,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1
+    claims = jwt.decode(lines[0], CLI_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "x"
+    assert claims["roles"] == ["finance"]
+    assert claims["exp"] - claims["iat"] == 3600
+    assert "trader_id" not in claims
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(lines[0], "another-secret-" + "q" * 40, algorithms=["HS256"])
+    assert not (tmp_path / "var").exists(), "a configured secret must not generate one"
+
+
+def test_a_trader_token_carries_its_trader_id_and_ttl(tmp_path: Path) -> None:
+    done = run_cli(
+        "token", "--sub", "alice", "--roles", "trader", "--trader-id", "T-1", "--ttl", "60",
+        cwd=tmp_path, env={"PROPLEDGER_JWT_SECRET": CLI_SECRET},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    claims = jwt.decode(done.stdout.strip(), CLI_SECRET, algorithms=["HS256"])
+    assert claims["trader_id"] == "T-1"
+    assert claims["roles"] == ["trader"]
+    assert claims["exp"] - claims["iat"] == 60
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--sub", "x", "--roles", "root"),
+        ("--sub", "x", "--roles", "trader"),
+    ],
+    ids=["unknown-role", "trader-without-id"],
+)
+def test_a_bad_token_request_fails_with_a_plain_error(tmp_path: Path, args: tuple[str]) -> None:
+    done = run_cli("token", *args, cwd=tmp_path, env={"PROPLEDGER_JWT_SECRET": CLI_SECRET})
+    assert done.returncode != 0
+    assert done.stdout == ""
+    assert "propledger token:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# migrate ------------------------------------------------------------------------------
+
+
+def test_migrate_applies_the_migrations_to_a_fresh_sqlite_file_then_is_up_to_date(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "data" / "fresh.db"
+    env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(database)}
+
+    first = run_cli("migrate", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("applied: 0001_event_store, 0002_account_board")
+    assert database.exists()
+
+    second = run_cli("migrate", cwd=tmp_path, env=env)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "the schema is up to date"
+
+
+def test_migrate_applies_the_migrations_to_a_fresh_postgres_database_then_is_up_to_date(
+    tmp_path: Path, postgres_database_factory: Any
+) -> None:
+    with postgres_database_factory("cli_migrate") as url:
+        env = {"PROPLEDGER_DATABASE_URL": url}
+        first = run_cli("migrate", cwd=tmp_path, env=env)
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.startswith("applied: 0001_event_store, 0002_account_board")
+        second = run_cli("migrate", cwd=tmp_path, env=env)
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.strip() == "the schema is up to date"
+
+
+def test_migrate_with_a_bad_database_url_fails_with_a_plain_error(tmp_path: Path) -> None:
+    done = run_cli("migrate", cwd=tmp_path, env={"PROPLEDGER_DATABASE_URL": "mysql://x/y"})
+    assert done.returncode != 0
+    assert "invalid configuration" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# project ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return backend_url(request, tmp_path_factory)
+
+
+@pytest.fixture
+def external_client(database_url: str) -> Iterator[TestClient]:
+    """The API with projections run elsewhere: it writes events, nobody projects them."""
+    with TestClient(make_app(database_url, projections="external")) as client:
+        yield client
+
+
+def test_project_once_catches_up_the_board_in_its_own_process(
+    external_client: TestClient, database_url: str, tmp_path: Path
+) -> None:
+    client = external_client
+    program = program_body()
+    assert client.post("/v1/programs", json=program, headers=auth("admin")).status_code == 201
+    trader_id = uid("trader-")
+    accounts = []
+    for _ in range(2):
+        body = purchase_body(program["program_id"], trader_id=trader_id)
+        reply = client.post("/v1/purchases", json=body, headers=auth("finance"))
+        assert reply.status_code == 201, reply.text
+        accounts.append(reply.json()["account_id"])
+    for day in ("2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05"):
+        trade = trade_body(day=day, profit="2750.00")
+        reply = client.post(
+            f"/v1/accounts/{accounts[0]}/trades", json=trade, headers=auth("platform")
+        )
+        assert reply.status_code == 201, reply.text
+    assert reply.json()["status"] == "passed"
+    accounts.append(reply.json()["next_account_id"])
+    loss = trade_body(profit="-6000.00")
+    reply = client.post(f"/v1/accounts/{accounts[1]}/trades", json=loss, headers=auth("platform"))
+    assert reply.json()["status"] == "breached"
+
+    database = Database(database_url)
+    try:
+        projected = {row["account_id"] for row in all_rows(database)}
+        assert not projected & set(accounts), "nothing projects in the API process"
+
+        env = {"PROPLEDGER_DATABASE_URL": database_url}
+        done = run_cli("project", "--once", cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "caught up:" in done.stderr
+
+        rows = {row["account_id"]: row for row in all_rows(database)}
+        assert set(accounts) <= set(rows)
+        ledger: PropLedger = client.app.state.ledger  # type: ignore[attr-defined]
+        for account_id in accounts:
+            state = account_state(ledger.account(account_id))
+            row = rows[account_id]
+            assert {c: row[c] for c in COLUMNS if c != "updated_at"} == {
+                c: state[c] for c in COLUMNS if c != "updated_at"
+            }
+        assert rows[accounts[0]]["status"] == "passed"
+        assert rows[accounts[1]]["status"] == "breached"
+        assert rows[accounts[2]]["stage"] == "phase-2"
+        positions = database.query("SELECT projection, position FROM projection_tracking")
+        assert positions
+        assert {int(row["position"]) for row in positions} == {ledger.position()}
+
+        again = run_cli("project", "--once", cwd=tmp_path, env=env)
+        assert again.returncode == 0, again.stderr
+        assert "caught up: 0 events" in again.stderr
+        assert {row["account_id"]: row for row in all_rows(database)} == rows
+
+        listing = client.get(f"/v1/traders/{trader_id}/accounts", headers=auth("auditor"))
+        assert listing.status_code == 200, listing.text
+        assert {a["account_id"] for a in listing.json()["accounts"]} == set(accounts)
+    finally:
+        database.close()
