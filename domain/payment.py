@@ -164,8 +164,9 @@ class Payment(Aggregate):
         """Record the money received; False when it was already recorded."""
         if self.is_received:
             return False
-        if amount.amount <= 0:
-            raise InvalidInput("a received payment must be positive", code="invalid_amount")
+        if amount.amount < 0:
+            raise InvalidInput("a received payment cannot be negative", code="invalid_amount")
+        # A fully discounted checkout receives 0: it opens the account and books nothing.
         credit = {
             CHALLENGE: journal.REVENUE_CHALLENGE_FEES,
             DEPOSIT: journal.trader_wallet(trader_id or ""),

@@ -195,6 +195,9 @@ def _dispute_funds(direction: str) -> Reader:
 
 _READERS: dict[str, Reader] = {
     "checkout.session.completed": _checkout_completed,
+    # A checkout paid by an asynchronous method (a bank debit) completes unpaid; its money
+    # arrives with this event, on the same session and payment.
+    "checkout.session.async_payment_succeeded": _checkout_completed,
     "payment_intent.succeeded": _payment_intent_succeeded,
     "charge.refunded": _charge_refunded,
     "charge.dispute.created": _dispute_created,
