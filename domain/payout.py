@@ -240,6 +240,7 @@ class Payout(Aggregate):
             breakdown=split.to_dict(),
             requested_by=requested_by,
             requested_at=requested_at,
+            timestamp=requested_at,
         )
 
     def _require(self, status: str, action: str) -> None:
@@ -267,7 +268,11 @@ class Payout(Aggregate):
             credits=[(payable, split.trader_share), (payable, split.fee_refund)],
         )
         lines = entry.to_list() if split.trader_share.amount or split.fee_refund.amount else []
-        self.trigger_event(self.Approved, approved_by=approver, approved_at=at, journal=lines)
+        # The event is recorded at the approval instant, so the journal books the entry at
+        # exactly the time reports file the payout under.
+        self.trigger_event(
+            self.Approved, approved_by=approver, approved_at=at, journal=lines, timestamp=at
+        )
 
     def reject(self, approver: str, reason: str) -> None:
         self._require(REQUESTED, "rejected")
@@ -283,4 +288,6 @@ class Payout(Aggregate):
                 debits=[(payable, total) for total in totals],
                 credits=[(journal.ASSETS_BANK, total) for total in totals],
             ).to_list()
-        self.trigger_event(self.Paid, paid_by=by, reference=reference, paid_at=at, journal=lines)
+        self.trigger_event(
+            self.Paid, paid_by=by, reference=reference, paid_at=at, journal=lines, timestamp=at
+        )

@@ -50,6 +50,11 @@ _ID_MAX_LENGTH = 128
 PayoutReply = tuple[Payout, int | None]
 
 
+class _StaleRead(Exception):
+    """Aggregates read one after another do not agree: another command committed between
+    the reads. Retried like a concurrency conflict."""
+
+
 @dataclass(frozen=True)
 class AccountReply:
     account: TradingAccount
@@ -99,7 +104,7 @@ class PropLedger(Application[UUID]):
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 return command()
-            except IntegrityError:
+            except (IntegrityError, _StaleRead):
                 if attempt == MAX_ATTEMPTS:
                     raise
                 time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))  # noqa: S311
@@ -434,8 +439,9 @@ class PropLedger(Application[UUID]):
                 },
                 journal_lines=[],  # the allocation books the move
             )
-            self._sync_trader(payment, trader, [])
-            return payment, account, self._save(payment, trader, account)
+            touched: list[Any] = [payment, trader, account]
+            self._sync_trader(payment, trader, touched)
+            return payment, account, self._save(*touched)
 
         return self._retrying(command)
 
@@ -477,6 +483,10 @@ class PropLedger(Application[UUID]):
             trader = self.trader(payout.trader_id)
             now = self.clock()
             payout.approve(approver, now)
+            if account.pending_payout_id != str(payout.id):
+                # Another approval committed between reading the payout and the account:
+                # read both again, and the payout will say it is approved.
+                raise _StaleRead
             if trader.is_suspended:
                 raise Conflict(
                     f"trader {trader.trader_id} is suspended: payouts are blocked",
