@@ -1,0 +1,777 @@
+"""Stripe webhooks end to end: signed deliveries through the real app (migrations, ledger,
+in-process projection worker) on an SQLite file and on PostgreSQL, and the money they book
+as seen through the trial balance, the journal entries and the traders' accounts.
+
+Every test uses its own traders, payments and events (uuid ids) on a database shared by the
+module, so money movements are asserted as changes of the trial balance, and after every
+test the whole trial balance must still balance per currency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from domain.ids import first_account_id
+from ledger.config import Settings
+from tests import stripe_payloads as sp
+from tests.support import (
+    BACKENDS,
+    SECRET,
+    assert_error,
+    auth,
+    backend_url,
+    program_body,
+    purchase_body,
+    trade_body,
+    uid,
+)
+
+ADMIN = auth("admin")
+FINANCE = auth("finance")
+AUDITOR = auth("auditor")
+PLATFORM = auth("platform")
+
+Balances = dict[tuple[str, str], Decimal]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    url = backend_url(request, tmp_path_factory)
+    app = create_app(
+        Settings(
+            propledger_database_url=url,
+            propledger_jwt_secret=SECRET,
+            stripe_webhook_secret=sp.WEBHOOK_SECRET,
+        )
+    )
+    with TestClient(app) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def program_id(client: TestClient) -> str:
+    body = program_body()
+    response = client.post("/v1/programs", json=body, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return str(body["program_id"])
+
+
+@pytest.fixture(autouse=True)
+def books_balance_after_each_test(client: TestClient) -> Iterator[None]:
+    yield
+    assert_trial_balance_balances(trial_balance(client))
+
+
+# Helpers --------------------------------------------------------------------------------
+
+
+def deliver(
+    client: TestClient,
+    payload: dict[str, Any],
+    *,
+    secret: str = sp.WEBHOOK_SECRET,
+    timestamp: int | None = None,
+) -> Any:
+    """Posts `payload` exactly as signed, the way Stripe delivers it."""
+    body = sp.body_of(payload)
+    header = sp.signature(body, secret, timestamp=timestamp)
+    return client.post(
+        "/v1/webhooks/stripe",
+        content=body,
+        headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+    )
+
+
+def delivered(client: TestClient, payload: dict[str, Any]) -> dict[str, Any]:
+    response = deliver(client, payload)
+    assert response.status_code == 200, response.text
+    reply: dict[str, Any] = response.json()
+    assert reply["received"] is True
+    assert reply["event_id"] == payload["id"]
+    return reply
+
+
+def trial_balance(client: TestClient, as_of: str | None = None) -> dict[str, Any]:
+    params = {"as_of": as_of} if as_of else None
+    response = client.get("/v1/ledger/trial-balance", params=params, headers=FINANCE)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def assert_trial_balance_balances(body: dict[str, Any]) -> None:
+    """Debits equal credits per currency, rows add up to the totals, balance = debit - credit."""
+    sums: dict[str, list[Decimal]] = {}
+    for row in body["rows"]:
+        debit, credit = Decimal(row["debit"]), Decimal(row["credit"])
+        assert Decimal(row["balance"]) == debit - credit, row
+        total = sums.setdefault(row["currency"], [Decimal(0), Decimal(0)])
+        total[0] += debit
+        total[1] += credit
+    totals = {item["currency"]: item for item in body["totals"]}
+    assert set(totals) == set(sums)
+    for currency, (debit, credit) in sums.items():
+        assert debit == credit, f"{currency}: debits {debit} != credits {credit}"
+        assert Decimal(totals[currency]["debit"]) == debit
+        assert Decimal(totals[currency]["credit"]) == credit
+
+
+def balances(client: TestClient, as_of: str | None = None) -> Balances:
+    body = trial_balance(client, as_of)
+    assert_trial_balance_balances(body)
+    return {(row["account"], row["currency"]): Decimal(row["balance"]) for row in body["rows"]}
+
+
+def change(before: Balances, after: Balances) -> dict[str, Decimal]:
+    """Balance changes (debit positive) per 'account currency', zero changes left out."""
+    moved: dict[str, Decimal] = {}
+    for key in set(before) | set(after):
+        delta = after.get(key, Decimal(0)) - before.get(key, Decimal(0))
+        if delta:
+            moved[f"{key[0]} {key[1]}"] = delta
+    return moved
+
+
+def trader(client: TestClient, trader_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/traders/{trader_id}", headers=AUDITOR)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def trader_accounts(client: TestClient, trader_id: str) -> list[dict[str, Any]]:
+    response = client.get(f"/v1/traders/{trader_id}/accounts", headers=AUDITOR)
+    assert response.status_code == 200, response.text
+    accounts: list[dict[str, Any]] = response.json()["accounts"]
+    return accounts
+
+
+def wallet(client: TestClient, trader_id: str, currency: str = "USD") -> Decimal:
+    for item in trader(client, trader_id)["wallet"]:
+        if item["currency"] == currency:
+            return Decimal(item["balance"])
+    return Decimal(0)
+
+
+def account_events(client: TestClient, account_id: str) -> list[dict[str, Any]]:
+    response = client.get(f"/v1/accounts/{account_id}/events", headers=AUDITOR)
+    assert response.status_code == 200, response.text
+    events: list[dict[str, Any]] = response.json()["events"]
+    return events
+
+
+def challenge(trader_id: str, program_id: str, amount: int = 54000) -> sp.StripePayment:
+    return sp.StripePayment(amount, "usd", {"trader_id": trader_id, "program_id": program_id})
+
+
+def deposit(trader_id: str, amount: int, currency: str = "usd") -> sp.StripePayment:
+    return sp.StripePayment(amount, currency, {"trader_id": trader_id, "purpose": "wallet_deposit"})
+
+
+def unallocated_ids(client: TestClient) -> set[str]:
+    response = client.get("/v1/payments/unallocated", headers=FINANCE)
+    assert response.status_code == 200, response.text
+    return {item["payment_id"] for item in response.json()["payments"]}
+
+
+PROCESSOR = "assets:processor USD"
+FEES = "revenue:challenge_fees USD"
+
+
+# Challenge purchases ----------------------------------------------------------------------
+
+
+def test_a_completed_checkout_for_a_trader_and_program_opens_phase_1_and_books_the_fee(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id = uid("trader-")
+    payment = challenge(trader_id, program_id)
+    before = balances(client)
+
+    reply = delivered(client, payment.checkout_completed())
+
+    assert reply["duplicate"] is False
+    assert reply["outcome"] == "challenge"
+    accounts = trader_accounts(client, trader_id)
+    assert len(accounts) == 1
+    account = accounts[0]
+    assert account["account_id"] == str(first_account_id(f"stripe:{payment.intent}"))
+    assert (account["program_id"], account["stage"], account["status"]) == (
+        program_id,
+        "phase-1",
+        "active",
+    )
+    assert account["initial_balance"] == "100000.00"
+    assert change(before, balances(client)) == {
+        PROCESSOR: Decimal("540.00"),
+        FEES: -Decimal("540.00"),
+    }
+    assert trader(client, trader_id)["status"] == "active"
+
+
+def test_the_same_event_delivered_again_changes_nothing(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id = uid("trader-")
+    payload = challenge(trader_id, program_id).checkout_completed()
+    delivered(client, payload)
+    (account,) = trader_accounts(client, trader_id)
+    events_before = account_events(client, account["account_id"])
+    before = balances(client)
+
+    again = delivered(client, payload)
+
+    assert again["duplicate"] is True
+    assert balances(client) == before
+    assert account_events(client, account["account_id"]) == events_before
+    assert trader_accounts(client, trader_id) == [account]
+
+
+def test_a_second_event_for_the_same_payment_books_it_once(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id = uid("trader-")
+    payment = challenge(trader_id, program_id)
+    delivered(client, payment.checkout_completed())
+    before = balances(client)
+
+    reply = delivered(client, payment.checkout_completed())  # a new event id, same payment
+
+    assert reply["duplicate"] is False
+    assert balances(client) == before
+    assert len(trader_accounts(client, trader_id)) == 1
+
+
+@pytest.mark.parametrize(
+    "problem", ["missing", "wrong_secret", "stale", "tampered_body", "not_v1_scheme"]
+)
+def test_a_delivery_without_a_valid_signature_gets_400_and_stores_nothing(
+    client: TestClient, program_id: str, problem: str
+) -> None:
+    trader_id = uid("trader-")
+    payload = challenge(trader_id, program_id).checkout_completed()
+    body = sp.body_of(payload)
+    now = int(time.time())
+    headers = {"Content-Type": "application/json"}
+    if problem == "wrong_secret":
+        headers["Stripe-Signature"] = sp.signature(body, "whsec_test_someone_else")
+    elif problem == "stale":
+        headers["Stripe-Signature"] = sp.signature(body, timestamp=now - 301)
+    elif problem == "tampered_body":
+        headers["Stripe-Signature"] = sp.signature(body)
+        body = body.replace('"amount_total":54000', '"amount_total":5400000')
+        assert "5400000" in body
+    elif problem == "not_v1_scheme":
+        headers["Stripe-Signature"] = sp.signature(body).replace(",v1=", ",v0=")
+    before = balances(client)
+
+    response = client.post("/v1/webhooks/stripe", content=body, headers=headers)
+
+    assert_error(response, 400)
+    assert balances(client) == before
+    assert_error(client.get(f"/v1/traders/{trader_id}", headers=AUDITOR), 404, "unknown_trader")
+    # The refused event id was not remembered either: a valid delivery of it is applied.
+    assert delivered(client, payload)["duplicate"] is False
+    assert len(trader_accounts(client, trader_id)) == 1
+
+
+def test_a_signed_body_that_is_not_json_gets_400_and_stores_nothing(client: TestClient) -> None:
+    body = "this is not json"
+    before = balances(client)
+    response = client.post(
+        "/v1/webhooks/stripe", content=body, headers={"Stripe-Signature": sp.signature(body)}
+    )
+    assert_error(response, 400, "malformed_json")
+    assert balances(client) == before
+
+
+def test_a_signature_just_inside_the_tolerance_is_accepted(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id = uid("trader-")
+    payload = challenge(trader_id, program_id).checkout_completed()
+    response = deliver(client, payload, timestamp=int(time.time()) - 240)
+    assert response.status_code == 200, response.text
+    assert len(trader_accounts(client, trader_id)) == 1
+
+
+@pytest.mark.parametrize(
+    "event_type", ["customer.created", "invoice.payment_succeeded", "charge.succeeded"]
+)
+def test_an_unknown_event_type_is_acknowledged_and_books_nothing(
+    client: TestClient, event_type: str
+) -> None:
+    before = balances(client)
+    payload = sp.event(event_type, {"id": sp.new_id("obj_"), "object": "thing"})
+    reply = delivered(client, payload)
+    assert (reply["outcome"], reply["duplicate"]) == ("recorded", False)
+    assert balances(client) == before
+    assert delivered(client, payload)["duplicate"] is True
+
+
+def test_a_fully_discounted_checkout_opens_the_account_and_books_nothing(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id = uid("trader-")
+    payment = challenge(trader_id, program_id, amount=0)
+    before = balances(client)
+    payload = payment.checkout_completed(payment_status="no_payment_required", payment_intent=None)
+
+    reply = delivered(client, payload)
+
+    assert reply["outcome"] == "challenge"
+    assert balances(client) == before
+    assert [account["stage"] for account in trader_accounts(client, trader_id)] == ["phase-1"]
+
+
+def test_a_checkout_paid_asynchronously_is_booked_when_its_payment_succeeds(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id = uid("trader-")
+    payment = challenge(trader_id, program_id)
+    before = balances(client)
+    delivered(client, payment.checkout_completed(payment_status="unpaid"))
+    assert balances(client) == before  # not paid yet: nothing to book
+
+    succeeded = sp.checkout_session(
+        amount=payment.amount, metadata=payment.metadata, payment_intent=payment.intent
+    )
+    delivered(client, sp.event("checkout.session.async_payment_succeeded", succeeded))
+    delivered(client, payment.intent_succeeded())
+
+    assert change(before, balances(client)) == {
+        PROCESSOR: Decimal("540.00"),
+        FEES: -Decimal("540.00"),
+    }
+    assert len(trader_accounts(client, trader_id)) == 1
+
+
+# Wallet -----------------------------------------------------------------------------------
+
+
+def test_a_wallet_deposit_then_a_wallet_purchase_books_the_wallet_against_fees(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id = uid("trader-")
+    wallet_account = f"liabilities:trader_wallet:{trader_id} USD"
+    before = balances(client)
+
+    reply = delivered(client, deposit(trader_id, 60000).checkout_completed())
+
+    assert reply["outcome"] == "deposit"
+    assert wallet(client, trader_id) == Decimal("600.00")
+    after_deposit = balances(client)
+    assert change(before, after_deposit) == {
+        PROCESSOR: Decimal("600.00"),
+        wallet_account: -Decimal("600.00"),
+    }
+
+    body = purchase_body(program_id, trader_id=trader_id, method="wallet", amount="540.00")
+    response = client.post("/v1/purchases", json=body, headers=FINANCE)
+
+    assert response.status_code == 201, response.text
+    assert response.json()["account"]["stage"] == "phase-1"
+    assert wallet(client, trader_id) == Decimal("60.00")
+    assert change(after_deposit, balances(client)) == {
+        wallet_account: Decimal("540.00"),
+        FEES: -Decimal("540.00"),
+    }
+    assert len(trader_accounts(client, trader_id)) == 1
+
+
+def test_a_wallet_purchase_larger_than_the_wallet_is_refused_and_books_nothing(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id = uid("trader-")
+    delivered(client, deposit(trader_id, 50000).checkout_completed())
+    before = balances(client)
+    body = purchase_body(program_id, trader_id=trader_id, method="wallet", amount="540.00")
+
+    response = client.post("/v1/purchases", json=body, headers=FINANCE)
+
+    error = assert_error(response, 422, "insufficient_funds")
+    assert error["details"] == {"wallet_balance": "500.00", "required": "540.00"}
+    assert balances(client) == before
+    assert wallet(client, trader_id) == Decimal("500.00")
+    assert trader_accounts(client, trader_id) == []
+    missing = client.get(f"/v1/accounts/{first_account_id(body['purchase_id'])}", headers=AUDITOR)
+    assert_error(missing, 404)
+
+
+def test_a_deposit_reported_by_both_checkout_and_payment_intent_is_credited_once(
+    client: TestClient,
+) -> None:
+    trader_id = uid("trader-")
+    payment = deposit(trader_id, 25000)
+    before = balances(client)
+
+    assert delivered(client, payment.intent_succeeded())["outcome"] == "deposit"
+    delivered(client, payment.checkout_completed())
+
+    assert wallet(client, trader_id) == Decimal("250.00")
+    assert change(before, balances(client)) == {
+        PROCESSOR: Decimal("250.00"),
+        f"liabilities:trader_wallet:{trader_id} USD": -Decimal("250.00"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("currency", "minor_units", "amount"),
+    [("jpy", 5000, "5000"), ("kwd", 12345, "12.345")],
+)
+def test_a_deposit_in_a_currency_without_two_decimals_is_booked_in_its_own_minor_unit(
+    client: TestClient, currency: str, minor_units: int, amount: str
+) -> None:
+    trader_id = uid("trader-")
+    code = currency.upper()
+    before = balances(client)
+    delivered(client, deposit(trader_id, minor_units, currency).checkout_completed())
+    assert wallet(client, trader_id, code) == Decimal(amount)
+    assert change(before, balances(client)) == {
+        f"assets:processor {code}": Decimal(amount),
+        f"liabilities:trader_wallet:{trader_id} {code}": -Decimal(amount),
+    }
+    wallet_row = [
+        row
+        for row in trial_balance(client)["rows"]
+        if row["account"] == f"liabilities:trader_wallet:{trader_id}"
+    ]
+    assert wallet_row == [
+        {
+            "account": f"liabilities:trader_wallet:{trader_id}",
+            "currency": code,
+            "debit": str(Decimal(0).quantize(Decimal(amount))),
+            "credit": amount,
+            "balance": f"-{amount}",
+        }
+    ]
+
+
+def test_a_partial_then_full_refund_of_a_deposit_leaves_the_wallet_once_each(
+    client: TestClient,
+) -> None:
+    trader_id = uid("trader-")
+    payment = deposit(trader_id, 20000)
+    delivered(client, payment.checkout_completed())
+    before = balances(client)
+    partial = payment.refunded(5000)
+    full = payment.refunded(20000, [15000, 5000])
+
+    delivered(client, full)  # the later report first
+    delivered(client, partial)
+    delivered(client, partial)
+
+    assert wallet(client, trader_id) == Decimal("0.00")
+    assert change(before, balances(client)) == {
+        PROCESSOR: -Decimal("200.00"),
+        f"liabilities:trader_wallet:{trader_id} USD": Decimal("200.00"),
+    }
+
+
+def test_a_refund_of_a_challenge_fee_books_refunds_against_the_processor(
+    client: TestClient, program_id: str
+) -> None:
+    payment = challenge(uid("trader-"), program_id)
+    delivered(client, payment.checkout_completed())
+    before = balances(client)
+    delivered(client, payment.refunded(10000))
+    delivered(client, payment.refunded(54000, [44000, 10000]))
+    assert change(before, balances(client)) == {
+        PROCESSOR: -Decimal("540.00"),
+        "revenue:refunds USD": Decimal("540.00"),
+    }
+
+
+# Unallocated payments ------------------------------------------------------------------
+
+
+def test_an_unmatched_payment_is_listed_and_finance_allocates_it_to_a_trader_and_program(
+    client: TestClient, program_id: str
+) -> None:
+    payment = sp.StripePayment(54000, "usd", {})
+    before = balances(client)
+
+    reply = delivered(client, payment.checkout_completed())
+
+    assert reply["outcome"] == "unallocated"
+    after_receipt = balances(client)
+    assert change(before, after_receipt) == {
+        PROCESSOR: Decimal("540.00"),
+        "liabilities:unallocated USD": -Decimal("540.00"),
+    }
+    listed = client.get("/v1/payments/unallocated", headers=FINANCE).json()["payments"]
+    (item,) = [item for item in listed if item["payment_id"] == payment.intent]
+    assert (item["purpose"], item["amount"], item["currency"]) == ("unallocated", "540.00", "USD")
+
+    trader_id = uid("trader-")
+    allocation = {"trader_id": trader_id, "program_id": program_id}
+    refused = client.post(
+        f"/v1/payments/{payment.intent}/allocate", json=allocation, headers=PLATFORM
+    )
+    assert_error(refused, 403)
+
+    response = client.post(
+        f"/v1/payments/{payment.intent}/allocate", json=allocation, headers=FINANCE
+    )
+
+    assert response.status_code == 201, response.text
+    allocated = response.json()
+    assert (allocated["trader_id"], allocated["program_id"]) == (trader_id, program_id)
+    assert change(after_receipt, balances(client)) == {
+        "liabilities:unallocated USD": Decimal("540.00"),
+        FEES: -Decimal("540.00"),
+    }
+    (account,) = trader_accounts(client, trader_id)
+    assert (account["account_id"], account["stage"], account["status"]) == (
+        allocated["account_id"],
+        "phase-1",
+        "active",
+    )
+    assert payment.intent not in unallocated_ids(client)
+
+    again = client.post(f"/v1/payments/{payment.intent}/allocate", json=allocation, headers=FINANCE)
+    assert_error(again, 409, "not_unallocated")
+
+
+def test_a_checkout_naming_an_unknown_program_is_booked_as_unallocated(
+    client: TestClient,
+) -> None:
+    trader_id = uid("trader-")
+    payment = challenge(trader_id, uid("no-such-program-"))
+    reply = delivered(client, payment.checkout_completed())
+    assert reply["outcome"] == "unallocated"
+    assert payment.intent in unallocated_ids(client)
+
+
+def test_allocating_an_unknown_payment_is_404(client: TestClient, program_id: str) -> None:
+    response = client.post(
+        f"/v1/payments/{sp.new_id('pi_')}/allocate",
+        json={"trader_id": uid("trader-"), "program_id": program_id},
+        headers=FINANCE,
+    )
+    assert_error(response, 404, "unknown_payment")
+
+
+# Disputes ---------------------------------------------------------------------------------
+
+
+def open_two_accounts(client: TestClient, program_id: str) -> tuple[str, sp.StripePayment]:
+    """A trader with a Stripe-paid account and a manually paid one."""
+    trader_id = uid("trader-")
+    payment = challenge(trader_id, program_id)
+    delivered(client, payment.checkout_completed())
+    response = client.post(
+        "/v1/purchases", json=purchase_body(program_id, trader_id=trader_id), headers=FINANCE
+    )
+    assert response.status_code == 201, response.text
+    assert len(trader_accounts(client, trader_id)) == 2
+    return trader_id, payment
+
+
+def statuses(client: TestClient, trader_id: str) -> list[str]:
+    return [account["status"] for account in trader_accounts(client, trader_id)]
+
+
+def test_a_dispute_suspends_the_trader_moves_the_money_and_a_won_dispute_reinstates(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id, payment = open_two_accounts(client, program_id)
+    dispute_id = sp.new_id("dp_")
+
+    delivered(client, payment.dispute_event("charge.dispute.created", dispute_id))
+
+    assert trader(client, trader_id)["status"] == "suspended"
+    assert statuses(client, trader_id) == ["suspended", "suspended"]
+    account_id = trader_accounts(client, trader_id)[0]["account_id"]
+    direct = client.get(f"/v1/accounts/{account_id}", headers=AUDITOR).json()
+    assert direct["status"] == "suspended"
+
+    # Trades keep arriving from the platform: they happened, so they are recorded.
+    trade = client.post(
+        f"/v1/accounts/{account_id}/trades",
+        json=trade_body(profit="250.00"),
+        headers=PLATFORM,
+    )
+    assert trade.status_code == 201, trade.text
+    assert trade.json()["balance"] == "100250.00"
+    assert trade.json()["status"] == "suspended"
+
+    before = balances(client)
+    delivered(client, payment.dispute_event("charge.dispute.funds_withdrawn", dispute_id))
+    after_withdrawal = balances(client)
+    assert change(before, after_withdrawal) == {
+        "expenses:chargebacks USD": Decimal("540.00"),
+        "expenses:processor_fees USD": Decimal("15.00"),
+        PROCESSOR: -Decimal("555.00"),
+    }
+
+    delivered(client, payment.dispute_event("charge.dispute.funds_reinstated", dispute_id))
+    assert change(after_withdrawal, balances(client)) == {
+        PROCESSOR: Decimal("540.00"),
+        "expenses:chargebacks USD": -Decimal("540.00"),
+    }
+    assert trader(client, trader_id)["status"] == "suspended"
+
+    closed = payment.dispute_event("charge.dispute.closed", dispute_id, status="won")
+    delivered(client, closed)
+
+    assert trader(client, trader_id)["status"] == "active"
+    assert statuses(client, trader_id) == ["active", "active"]
+    balance = client.get(f"/v1/accounts/{account_id}", headers=AUDITOR).json()["balance"]
+    assert balance == "100250.00"
+
+
+def test_a_lost_dispute_keeps_the_trader_suspended_until_an_admin_reinstates(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id, payment = open_two_accounts(client, program_id)
+    dispute_id = sp.new_id("dp_")
+    delivered(client, payment.dispute_event("charge.dispute.created", dispute_id))
+    delivered(client, payment.dispute_event("charge.dispute.funds_withdrawn", dispute_id))
+    before = balances(client)
+
+    delivered(client, payment.dispute_event("charge.dispute.closed", dispute_id, status="lost"))
+
+    assert balances(client) == before  # the money moved when it was withdrawn
+    assert trader(client, trader_id)["status"] == "suspended"
+    assert statuses(client, trader_id) == ["suspended", "suspended"]
+
+    assert_error(client.post(f"/v1/traders/{trader_id}/reinstate", headers=FINANCE), 403)
+    assert trader(client, trader_id)["status"] == "suspended"
+
+    response = client.post(f"/v1/traders/{trader_id}/reinstate", headers=ADMIN)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "active"
+    assert trader(client, trader_id)["status"] == "active"
+    assert statuses(client, trader_id) == ["active", "active"]
+
+
+def test_a_dispute_closed_before_its_creation_arrives_leaves_the_trader_active(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id, payment = open_two_accounts(client, program_id)
+    dispute_id = sp.new_id("dp_")
+    delivered(client, payment.dispute_event("charge.dispute.closed", dispute_id, status="won"))
+    delivered(client, payment.dispute_event("charge.dispute.created", dispute_id))
+    assert trader(client, trader_id)["status"] == "active"
+    assert statuses(client, trader_id) == ["active", "active"]
+
+
+def test_a_dispute_delivered_before_its_checkout_still_opens_the_account_suspended(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id = uid("trader-")
+    payment = challenge(trader_id, program_id)
+    delivered(client, payment.dispute_event("charge.dispute.created", sp.new_id("dp_")))
+    before = balances(client)
+
+    reply = delivered(client, payment.checkout_completed())
+
+    assert reply["outcome"] == "challenge"
+    assert change(before, balances(client)) == {
+        PROCESSOR: Decimal("540.00"),
+        FEES: -Decimal("540.00"),
+    }
+    assert trader(client, trader_id)["status"] == "suspended"
+    assert statuses(client, trader_id) == ["suspended"]
+
+
+def test_allocating_a_disputed_payment_suspends_the_trader_and_every_account(
+    client: TestClient, program_id: str
+) -> None:
+    payment = sp.StripePayment(54000, "usd", {})
+    delivered(client, payment.checkout_completed())
+    delivered(client, payment.dispute_event("charge.dispute.created", sp.new_id("dp_")))
+    trader_id = uid("trader-")
+    earlier = client.post(
+        "/v1/purchases", json=purchase_body(program_id, trader_id=trader_id), headers=FINANCE
+    )
+    assert earlier.status_code == 201, earlier.text
+
+    response = client.post(
+        f"/v1/payments/{payment.intent}/allocate",
+        json={"trader_id": trader_id, "program_id": program_id},
+        headers=FINANCE,
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["account"]["status"] == "suspended"
+    assert trader(client, trader_id)["status"] == "suspended"
+    assert statuses(client, trader_id) == ["suspended", "suspended"]
+
+
+# Reading the journal ----------------------------------------------------------------------
+
+
+def test_journal_entries_filter_by_account_code_and_by_prefix(client: TestClient) -> None:
+    trader_id = uid("trader-")
+    first, second = deposit(trader_id, 10000), deposit(trader_id, 2500)
+    delivered(client, first.checkout_completed())
+    delivered(client, second.checkout_completed())
+    code = f"liabilities:trader_wallet:{trader_id}"
+
+    response = client.get("/v1/ledger/entries", params={"account": code}, headers=AUDITOR)
+
+    assert response.status_code == 200, response.text
+    lines = response.json()["entries"]
+    assert [(line["account"], line["credit"], line["debit"]) for line in lines] == [
+        (code, "100.00", "0.00"),
+        (code, "25.00", "0.00"),
+    ]
+    assert lines[0]["position"] < lines[1]["position"]
+    assert all(line["event_type"] == "Payment.Received" for line in lines)
+
+    prefix = client.get(
+        "/v1/ledger/entries",
+        params={"account": "liabilities:trader_wallet:", "limit": 1000},
+        headers=AUDITOR,
+    ).json()["entries"]
+    assert {line["account"] for line in prefix} >= {code}
+    assert all(line["account"].startswith("liabilities:trader_wallet:") for line in prefix)
+
+    other = client.get(
+        "/v1/ledger/entries", params={"account": code + "x"}, headers=AUDITOR
+    ).json()["entries"]
+    assert other == []
+
+
+def test_the_trial_balance_as_of_an_instant_leaves_out_later_entries(client: TestClient) -> None:
+    trader_id = uid("trader-")
+    code = f"liabilities:trader_wallet:{trader_id}"
+    delivered(client, deposit(trader_id, 10000).checkout_completed())
+    (first_line,) = client.get(
+        "/v1/ledger/entries", params={"account": code}, headers=AUDITOR
+    ).json()["entries"]
+    as_of = first_line["booked_at"]
+    time.sleep(0.01)
+    delivered(client, deposit(trader_id, 2500).checkout_completed())
+
+    then = trial_balance(client, as_of)
+    now = trial_balance(client)
+
+    assert then["as_of"] == as_of
+    assert_trial_balance_balances(then)
+    (row_then,) = [row for row in then["rows"] if row["account"] == code]
+    (row_now,) = [row for row in now["rows"] if row["account"] == code]
+    assert row_then["credit"] == "100.00"
+    assert row_now["credit"] == "125.00"
+
+    before_anything = trial_balance(client, "2000-01-01T00:00:00Z")
+    assert before_anything["rows"] == []
+    assert before_anything["totals"] == []
+
+
+def test_the_ledger_is_read_by_finance_and_auditors_only(client: TestClient) -> None:
+    for path in ("/v1/ledger/trial-balance", "/v1/ledger/entries", "/v1/payments/unallocated"):
+        assert_error(client.get(path, headers=PLATFORM), 403)
+        assert_error(client.get(path), 401)
