@@ -523,12 +523,14 @@ def _payout_routes(app: FastAPI) -> None:
         from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
         to: Annotated[str | None, Query(max_length=40)] = None,
         format: Annotated[Literal["json", "csv"], Query()] = "json",
+        as_of: Annotated[str | None, Query(max_length=40)] = None,
     ) -> Response:
         position = _wait_for_projections(request)
         report = payout_report(
             request.app.state.database,
             parse_period(from_, "from"),
             parse_period(to, "to", end=True),
+            parse_timestamp(as_of, field="as_of") if as_of else None,
         )
         if format == "csv":
             return Response(
@@ -536,7 +538,9 @@ def _payout_routes(app: FastAPI) -> None:
                 media_type="text/csv; charset=utf-8",
                 headers={"Content-Disposition": 'attachment; filename="payouts.csv"'},
             )
-        return JSONResponse({"from": from_, "to": to, **report, "position": position})
+        return JSONResponse(
+            {"from": from_, "to": to, "as_of": as_of, **report, "position": position}
+        )
 
     @app.get("/v1/reports/profit-splits", tags=["reports"])
     def get_profit_splits(
@@ -544,14 +548,18 @@ def _payout_routes(app: FastAPI) -> None:
         _: FinanceOrAuditor,
         from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
         to: Annotated[str | None, Query(max_length=40)] = None,
+        as_of: Annotated[str | None, Query(max_length=40)] = None,
     ) -> JSONResponse:
         position = _wait_for_projections(request)
         rows = profit_splits(
             request.app.state.database,
             parse_period(from_, "from"),
             parse_period(to, "to", end=True),
+            parse_timestamp(as_of, field="as_of") if as_of else None,
         )
-        return JSONResponse({"from": from_, "to": to, "rows": rows, "position": position})
+        return JSONResponse(
+            {"from": from_, "to": to, "as_of": as_of, "rows": rows, "position": position}
+        )
 
 
 def _audit_routes(app: FastAPI) -> None:

@@ -188,28 +188,43 @@ def list_payouts(
 
 
 def _approved_in(
-    database: Database, start: datetime | None, end: datetime | None
+    database: Database, start: datetime | None, end: datetime | None, as_of: datetime | None
 ) -> list[dict[str, Any]]:
     clauses = ["approved_at IS NOT NULL"]
     params: list[Any] = []
+    if as_of:
+        clauses.append("approved_at <= ?")
+        params.append(instant_text(as_of))
     if start:
         clauses.append("approved_at >= ?")
         params.append(instant_text(start))
     if end:
         clauses.append("approved_at < ?")
         params.append(instant_text(end))
-    return database.query(
+    rows = database.query(
         f"SELECT {', '.join(COLUMNS)} FROM payout_board WHERE {' AND '.join(clauses)} "
         "ORDER BY approved_at, payout_id",
         params,
     )
+    if as_of is None:
+        return rows
+    # As the ledger knew it then: a payout paid later was still only approved.
+    cutoff = instant_text(as_of)
+    for row in rows:
+        if row["paid_at"] is not None and row["paid_at"] > cutoff:
+            row.update(status="approved", paid_at=None, paid_reference=None)
+    return rows
 
 
 def payout_report(
-    database: Database, start: datetime | None, end: datetime | None
+    database: Database,
+    start: datetime | None,
+    end: datetime | None,
+    as_of: datetime | None = None,
 ) -> dict[str, Any]:
-    """Payouts approved in [start, end), with totals per currency."""
-    rows = [shape(row) for row in _approved_in(database, start, end)]
+    """Payouts approved in [start, end), with totals per currency; with `as_of`, as the
+    ledger knew them at that instant."""
+    rows = [shape(row) for row in _approved_in(database, start, end, as_of)]
     sums: dict[str, dict[str, Money]] = defaultdict(dict)
     for row in rows:
         currency = row["currency"]
@@ -267,11 +282,14 @@ def report_csv(report: dict[str, Any]) -> str:
 
 
 def profit_splits(
-    database: Database, start: datetime | None, end: datetime | None
+    database: Database,
+    start: datetime | None,
+    end: datetime | None,
+    as_of: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Per trader and program: approved payouts, profit, and each side's share."""
     groups: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for row in _approved_in(database, start, end):
+    for row in _approved_in(database, start, end, as_of):
         key = (row["trader_id"], row["program_id"], row["currency"])
         group = groups.setdefault(
             key,

@@ -908,3 +908,36 @@ def test_the_journal_books_an_approval_at_the_instant_the_report_files_it_under(
             if parse_instant(line["booked_at"]) < boundary
         ]
         assert sums(booked, "debit") == {c: v for c, v in reported.items() if v}
+
+
+def test_the_payout_report_as_of_an_instant_shows_payouts_as_the_ledger_knew_them(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id = uid("trader-")
+    payout = request_payout(
+        client, funded_account(client, program_id, trader_id), trader_headers(trader_id)
+    )
+    before_approval = now()
+    approve(client, payout["payout_id"])
+    after_approval = now()
+    paid = client.post(
+        f"/v1/payouts/{payout['payout_id']}/paid", json={"reference": "SEPA-7"}, headers=FINANCE
+    )
+    assert paid.status_code == 200
+
+    def report_row(as_of: datetime | None) -> dict[str, Any] | None:
+        params = {} if as_of is None else {"as_of": instant(as_of)}
+        rows = client.get("/v1/reports/payouts", params=params, headers=FINANCE).json()["payouts"]
+        return next((row for row in rows if row["payout_id"] == payout["payout_id"]), None)
+
+    assert report_row(before_approval) is None
+    then = report_row(after_approval)
+    assert then is not None
+    assert (then["status"], then["paid_reference"]) == ("approved", None)
+    current = report_row(None)
+    assert current is not None
+    assert (current["status"], current["paid_reference"]) == ("paid", "SEPA-7")
+    splits_then = client.get(
+        "/v1/reports/profit-splits", params={"as_of": instant(before_approval)}, headers=FINANCE
+    ).json()["rows"]
+    assert all(row["trader_id"] != trader_id for row in splits_then)
