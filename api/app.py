@@ -32,6 +32,7 @@ from api.auth import (
 )
 from api.errors import ApiError, envelope
 from api.idempotency import IdempotencyMiddleware, IdempotencyStore
+from api.middleware import RateLimits, RequestContext
 from api.schemas import (
     Allocation,
     EquityMark,
@@ -157,9 +158,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    # The last added runs first: the body limit, then Idempotency-Key replays.
+    # The last added runs first: request context (id, headers, log, rate limit), the body
+    # limit, then Idempotency-Key replays.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimit)
+    app.add_middleware(
+        RequestContext,
+        limits=RateLimits(
+            platform_per_second=settings.propledger_rate_limit_platform,
+            platform_burst=settings.propledger_rate_limit_platform * 2.5,
+            default_per_second=settings.propledger_rate_limit_default,
+            default_burst=settings.propledger_rate_limit_default * 4,
+        ),
+    )
     _routes(app)
     _money_routes(app)
     _payout_routes(app)

@@ -200,6 +200,10 @@ class IdempotencyMiddleware:
 
 
 def _principal(scope: Scope, authorization: bytes) -> str | None:
+    state = scope.get("state") or {}
+    if "claims" in state:  # already verified by the request context
+        claims = state["claims"]
+        return None if not claims else str(claims["sub"])
     scheme, _, token = authorization.decode("latin-1").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None

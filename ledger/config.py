@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     # "inprocess": `propledger serve` also runs the projection workers (the default, and
     # what the embedded SQLite setup needs); "external": only `propledger project` does.
     propledger_projections: Literal["inprocess", "external"] = "inprocess"
+    # Requests per second per token (bursts of a few seconds' worth allowed); trading
+    # bridges (role platform) get their own, larger, allowance.
+    propledger_rate_limit_default: float = Field(default=500.0, gt=0)
+    propledger_rate_limit_platform: float = Field(default=5000.0, gt=0)
     # How long an Idempotency-Key and its stored reply are kept.
     propledger_idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
 

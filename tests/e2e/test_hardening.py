@@ -1,0 +1,76 @@
+"""Rate limits, security headers, request ids and logs that keep secrets out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from ledger.config import Settings
+from tests.support import SECRET, auth, sqlite_file_url
+
+
+@pytest.fixture
+def slow_client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        propledger_database_url=sqlite_file_url(tmp_path / "limits.db"),
+        propledger_jwt_secret=SECRET,
+        propledger_rate_limit_default=1.0,
+        propledger_rate_limit_platform=1000.0,
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_a_token_past_its_rate_gets_429_with_retry_after_and_others_are_not_throttled(
+    slow_client: TestClient,
+) -> None:
+    finance = auth("finance", sub="busy-finance")
+    answers = [slow_client.get("/v1/programs/nope", headers=finance).status_code for _ in range(6)]
+    assert answers[:4] == [404, 404, 404, 404]  # a burst of four (4 x 1/s) is allowed
+    limited = slow_client.get("/v1/programs/nope", headers=finance)
+    assert limited.status_code == 429
+    assert limited.json()["error"]["code"] == "rate_limited"
+    assert int(limited.headers["retry-after"]) >= 1
+    # Another subject has its own bucket; a bridge has a much larger one.
+    assert (
+        slow_client.get("/v1/programs/nope", headers=auth("finance", sub="calm")).status_code == 404
+    )
+    bridge = auth("platform", sub="bridge-1")
+    statuses = {
+        slow_client.post("/v1/accounts/nope/equity", json={}, headers=bridge).status_code
+        for _ in range(50)
+    }
+    assert 429 not in statuses
+
+
+def test_every_reply_carries_a_request_id_and_security_headers(slow_client: TestClient) -> None:
+    reply = slow_client.get("/health", headers={"X-Request-ID": "abcdef123456"})
+    assert reply.headers["x-request-id"] == "abcdef123456"
+    assert reply.headers["x-content-type-options"] == "nosniff"
+    assert reply.headers["x-frame-options"] == "DENY"
+    assert reply.headers["content-security-policy"].startswith("default-src 'none'")
+    generated = slow_client.get("/health", headers={"X-Request-ID": "bad id!"})
+    assert len(generated.headers["x-request-id"]) == 32
+    # No CORS: a cross-origin preflight gets no allow-origin header.
+    preflight = slow_client.options(
+        "/v1/purchases",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_the_access_log_names_the_subject_but_never_the_token(
+    slow_client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = auth("auditor", sub="log-reader")
+    token = headers["Authorization"].split()[1]
+    with caplog.at_level(logging.INFO, logger="propledger.access"):
+        slow_client.get("/v1/programs/nope?secret=hunter2", headers=headers)
+    lines = [record.getMessage() for record in caplog.records if record.name == "propledger.access"]
+    assert any('"sub": "log-reader"' in line and '"status": 404' in line for line in lines)
+    assert not any(token in line or "hunter2" in line for line in lines)
