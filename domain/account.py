@@ -18,6 +18,7 @@ from eventsourcing.domain import Aggregate
 
 from domain import rules
 from domain.errors import Conflict, InvalidInput
+from domain.events import RecordsActor
 from domain.ids import next_account_id
 from domain.money import Money
 from domain.payout import Breakdown, Eligibility, PayoutRefused, breakdown
@@ -39,7 +40,7 @@ class TradeOutcome:
 class TradingAccount(Aggregate):
     """Every event of an account carries `board`: its public numbers after the event."""
 
-    class Opened(Aggregate.Created):
+    class Opened(RecordsActor, Aggregate.Created):
         trader_id: str
         program: dict[str, Any]
         program_version: int
@@ -50,41 +51,21 @@ class TradingAccount(Aggregate):
         journal: list[dict[str, Any]]
         actor: str | None
 
-        # v2 records who opened the account; v1 events (before actors) read as unknown.
-        class_version = 2
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, Any]) -> None:
-            state["actor"] = None
-
-    class TradeClosed(Aggregate.Event):
+    class TradeClosed(RecordsActor, Aggregate.Event):
         trade: dict[str, Any]
         fingerprint: str
         board: dict[str, Any]
         actor: str | None
 
-        # v2 records the token subject that posted the trade; v1 events read as unknown.
-        class_version = 2
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, Any]) -> None:
-            state["actor"] = None
-
         def apply(self, aggregate: Any) -> None:
             assert isinstance(aggregate, TradingAccount)
             aggregate._apply_trade(self)
 
-    class EquityMarked(Aggregate.Event):
+    class EquityMarked(RecordsActor, Aggregate.Event):
         equity: Decimal
         at: datetime
         board: dict[str, Any]
         actor: str | None
-
-        class_version = 2
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, Any]) -> None:
-            state["actor"] = None
 
         def apply(self, aggregate: Any) -> None:
             assert isinstance(aggregate, TradingAccount)

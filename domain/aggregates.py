@@ -9,6 +9,7 @@ from eventsourcing.domain import Aggregate
 
 from domain import journal
 from domain.errors import InvalidInput
+from domain.events import RecordsActor
 from domain.ids import program_id_to_uuid, trader_id_to_uuid
 from domain.money import Money
 from domain.payment import DISPUTE_LOST, DISPUTE_OPEN
@@ -21,25 +22,13 @@ SUSPENDED = "suspended"
 class Program(Aggregate):
     """A published rule set. Each (re)definition is a new version; accounts pin theirs."""
 
-    class Defined(Aggregate.Created):
+    class Defined(RecordsActor, Aggregate.Created):
         definition: dict[str, Any]
         actor: str | None
 
-        class_version = 2
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, Any]) -> None:
-            state["actor"] = None
-
-    class Revised(Aggregate.Event):
+    class Revised(RecordsActor, Aggregate.Event):
         definition: dict[str, Any]
         actor: str | None
-
-        class_version = 2
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, Any]) -> None:
-            state["actor"] = None
 
         def apply(self, aggregate: Any) -> None:
             assert isinstance(aggregate, Program)

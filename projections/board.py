@@ -13,7 +13,7 @@ from typing import Any
 
 from domain.account import TradingAccount
 from domain.money import Money
-from projections.store import Cursor, Database
+from projections.store import Cursor, Database, upsert
 
 _TOPIC_PREFIX = f"{TradingAccount.__module__}:{TradingAccount.__qualname__}."
 
@@ -82,14 +82,7 @@ class AccountBoard:
                 new_rows[account_id].update(dynamic)
             else:
                 updates[account_id] = dynamic
-        if new_rows:
-            placeholders = ", ".join("?" for _ in COLUMNS)
-            assignments = ", ".join(f"{column} = excluded.{column}" for column in COLUMNS[1:])
-            cursor.executemany(
-                f"INSERT INTO account_board ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
-                f"ON CONFLICT (account_id) DO UPDATE SET {assignments}",
-                [[row[column] for column in COLUMNS] for row in new_rows.values()],
-            )
+        upsert(cursor, "account_board", COLUMNS, list(new_rows.values()))
         if updates:
             assignments = ", ".join(f"{column} = ?" for column in DYNAMIC_COLUMNS)
             cursor.executemany(

@@ -10,7 +10,7 @@ from typing import Any
 from domain.money import Money
 from domain.payment import UNALLOCATED, Payment
 from projections.journal import instant_text
-from projections.store import Cursor, Database
+from projections.store import Cursor, Database, select_by_keys, upsert
 
 _TOPIC_PREFIX = f"{Payment.__module__}:{Payment.__qualname__}."
 COLUMNS = (
@@ -34,26 +34,12 @@ class PaymentBoard:
         if not events:
             return
         ids = sorted({str(event.originator_id) for _, event in events})
-        rows: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            for row in cursor.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM payment_board WHERE payment_id IN ({marks})",
-                chunk,
-            ):
-                rows[row["payment_id"]] = dict(row)
+        rows = select_by_keys(cursor, "payment_board", "payment_id", COLUMNS, ids)
         for _, event in events:
             payment_id = str(event.originator_id)
             row = rows.setdefault(payment_id, {column: None for column in COLUMNS})
             _patch(row, event)
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        assignments = ", ".join(f"{column} = excluded.{column}" for column in COLUMNS[1:])
-        cursor.executemany(
-            f"INSERT INTO payment_board ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
-            f"ON CONFLICT (payment_id) DO UPDATE SET {assignments}",
-            [[row[column] for column in COLUMNS] for row in rows.values()],
-        )
+        upsert(cursor, "payment_board", COLUMNS, list(rows.values()))
 
 
 def _patch(row: dict[str, Any], event: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from domain.money import Money
 from domain.payout import Payout
 from projections.journal import instant_text
-from projections.store import Cursor, Database
+from projections.store import Cursor, Database, select_by_keys, upsert
 
 _TOPIC_PREFIX = f"{Payout.__module__}:{Payout.__qualname__}."
 COLUMNS = (
@@ -48,24 +48,10 @@ class PayoutBoard:
         if not events:
             return
         ids = sorted({str(event.originator_id) for _, event in events})
-        rows: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            for row in cursor.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM payout_board WHERE payout_id IN ({marks})",
-                chunk,
-            ):
-                rows[row["payout_id"]] = dict(row)
+        rows = select_by_keys(cursor, "payout_board", "payout_id", COLUMNS, ids)
         for _, event in events:
             _patch(rows, event)
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        assignments = ", ".join(f"{column} = excluded.{column}" for column in COLUMNS[1:])
-        cursor.executemany(
-            f"INSERT INTO payout_board ({', '.join(COLUMNS)}) VALUES ({placeholders}) "
-            f"ON CONFLICT (payout_id) DO UPDATE SET {assignments}",
-            [[row[column] for column in COLUMNS] for row in rows.values()],
-        )
+        upsert(cursor, "payout_board", COLUMNS, list(rows.values()))
 
 
 def _minor(amount: Any, currency: str) -> int:

@@ -121,3 +121,33 @@ class _PostgresCursor:
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             self._cursor.executemany(sql.replace("?", "%s").encode(), rows)
+
+
+def select_by_keys(
+    cursor: Cursor, table: str, key: str, columns: Sequence[str], keys: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The rows of `table` whose `key` is one of `keys`, by key (in chunks of 500)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(keys), 500):
+        chunk = list(keys[start : start + 500])
+        marks = ", ".join("?" for _ in chunk)
+        for row in cursor.execute(
+            f"SELECT {', '.join(columns)} FROM {table} WHERE {key} IN ({marks})", chunk
+        ):
+            rows[row[key]] = dict(row)
+    return rows
+
+
+def upsert(
+    cursor: Cursor, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """Inserts rows, or updates them on a conflict of the first column (the key)."""
+    if not rows:
+        return
+    placeholders = ", ".join("?" for _ in columns)
+    assignments = ", ".join(f"{column} = excluded.{column}" for column in columns[1:])
+    cursor.executemany(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "
+        f"ON CONFLICT ({columns[0]}) DO UPDATE SET {assignments}",
+        [[row[column] for column in columns] for row in rows],
+    )
