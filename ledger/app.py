@@ -110,6 +110,21 @@ class PropLedger(Application[UUID]):
                 time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))  # noqa: S311
         raise AssertionError("unreachable")
 
+    def _record(self, processing_event: Any) -> Any:
+        """Every event of one save carries the save's instant (its first event's time), so
+        a reading `as_of` any instant sees a save whole or not at all."""
+        events = processing_event.events
+        if len(events) > 1:
+            instant = min(event.timestamp for event in events)
+            for event in events:
+                object.__setattr__(event, "timestamp", instant)
+            # Keep the saved objects as a reload would show them.
+            for aggregate in processing_event.aggregates.values():
+                if aggregate.created_on > instant:
+                    aggregate._created_on = instant
+                aggregate._modified_on = instant
+        return super()._record(processing_event)
+
     def _save(self, *aggregates: Any) -> int | None:
         recordings = self.save(*aggregates)
         return recordings[-1].notification.id if recordings else None

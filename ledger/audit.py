@@ -6,6 +6,7 @@ All three read or write the log in pages, in constant memory, whatever its size.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -144,6 +145,7 @@ def verify_chain(
         head = store.head(connection)
         previous_hash = GENESIS
         last_link_position = 0
+        last_link_hash = GENESIS
         for position, event, chain_link in _merged(store, connection):
             if event is not None:
                 report.events += 1
@@ -155,12 +157,13 @@ def verify_chain(
             if chain_link is not None:
                 previous_hash = chain_link[3]
                 last_link_position = position
+                last_link_hash = previous_hash
             elif event is not None:
                 # Unlinked: carry on as if the link had been right.
                 previous_hash = _expected(previous_hash, event)
         report.head_position = last_link_position or None
-        report.head_hash = previous_hash if last_link_position else None
-        _check_head(report, head, last_link_position, previous_hash)
+        report.head_hash = last_link_hash if last_link_position else None
+        _check_head(report, head, last_link_position, last_link_hash)
         if anchor is not None:
             _check_anchor(report, store, connection, anchor)
     if progress:
@@ -400,19 +403,23 @@ def _replay_lines(
     for line_number, line in enumerate(source, start=2):
         if not line.strip():
             continue
-        record = json.loads(line)
-        position = int(record["position"])
-        stream = UUID(record["stream_id"])
-        state = base64.b64decode(record["state"])
-        previous = link(previous, position, stream, int(record["version"]), record["topic"], state)
+        try:
+            record = json.loads(line)
+            position = int(record["position"])
+            stream = UUID(record["stream_id"])
+            version = int(record["version"])
+            topic = str(record["topic"])
+            state = base64.b64decode(record["state"], validate=True)
+        except (ValueError, KeyError, TypeError, binascii.Error) as error:
+            raise ReplayError(f"line {line_number}: not an exported event ({error!r})") from None
+        previous = link(previous, position, stream, version, topic, state)
         if record.get("hash") not in (None, previous):
             raise ReplayError(
                 f"line {line_number}: the link of position {position} does not match its "
                 f"event (export {record['hash']}, recomputed {previous})"
             )
         stream_value = stream.hex if store.sqlite else stream
-        version = int(record["version"])
-        batch_events.append((position, stream_value, version, record["topic"], state))
+        batch_events.append((position, stream_value, version, topic, state))
         batch_links.append((position, stream.hex, version, previous, record.get("recorded_at")))
         last = (position, previous)
         count += 1
