@@ -30,7 +30,7 @@ from api.auth import (
     Platform,
     Principal,
 )
-from api.errors import ApiError, envelope
+from api.errors import ERROR_RESPONSES, ApiError, envelope
 from api.idempotency import IdempotencyMiddleware, IdempotencyStore
 from api.middleware import RateLimits, RequestContext
 from api.schemas import (
@@ -156,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Event-sourced ledger and payout service for proprietary trading firms",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     errors.install(app)
     # The last added runs first: request context (id, headers, log, rate limit), the body
@@ -527,7 +528,20 @@ def _payout_routes(app: FastAPI) -> None:
         )
         return JSONResponse({"payouts": rows, "next_after": next_after, "position": position})
 
-    @app.get("/v1/reports/payouts", tags=["reports"], response_model=None)
+    @app.get(
+        "/v1/reports/payouts",
+        tags=["reports"],
+        response_model=None,
+        responses={
+            200: {
+                "description": "The report: JSON, or CSV with `format=csv`",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            }
+        },
+    )
     def get_payout_report(
         request: Request,
         _: FinanceOrAuditor,

@@ -8,11 +8,41 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import Conflict, DomainError, NotFound
 
 logger = logging.getLogger("propledger.api")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorEnvelope(BaseModel):
+    """Every 4xx and 5xx reply."""
+
+    error: ErrorBody
+
+
+_ERROR_STATUSES = {
+    400: "Malformed request (bad JSON, bad Idempotency-Key)",
+    401: "Missing, expired or invalid bearer token",
+    403: "The token's roles do not allow this",
+    404: "Not found (or not yours)",
+    409: "Conflicts with what is recorded",
+    413: "Request body over 1 MiB",
+    422: "The request is well-formed but invalid",
+    429: "Rate limited; see Retry-After",
+    503: "Not ready (projections behind, webhook not configured); see Retry-After",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope, "description": description}
+    for status, description in _ERROR_STATUSES.items()
+}
 
 
 class ApiError(Exception):

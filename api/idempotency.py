@@ -2,9 +2,11 @@
 
 The same key (per token subject) with the same method, path and body replays the first
 reply; with another request it is 409 `idempotency_key_reused`; while the first request is
-still being processed, 409 `idempotency_key_in_progress`. Keys expire after a configurable
-period. Replies of 5xx are not kept, so a retry after a fault runs the command again (and
-the command's own natural key makes it a duplicate, never a second application).
+still being processed, 409 `idempotency_key_in_progress`. A claim still in progress after
+15 s belongs to a request that died (a crashed process): the key is usable again. Keys
+expire after a configurable period. Replies of 5xx are not kept, so a retry after a fault
+runs the command again (and the command's own natural key makes it a duplicate, never a
+second application).
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_KEY_LENGTH = 255
+# A claim still "in progress" after this long belongs to a request that died (a crashed
+# process, a dropped connection): the key becomes usable again.
+# Requests are bounded well below this (lock timeouts of 10 s, bounded retries).
+ABANDONED_AFTER = timedelta(seconds=15)
 _EXEMPT_PREFIXES = ("/v1/webhooks/",)  # processors carry their own event ids
 
 
@@ -50,8 +56,8 @@ class IdempotencyStore:
         with self.database.transaction() as cursor:
             cursor.execute(
                 "DELETE FROM idempotency_keys WHERE principal = ? AND idempotency_key = ? "
-                "AND created_at < ?",
-                (principal, key, _stamp(now - self.ttl)),
+                "AND (created_at < ? OR (status IS NULL AND created_at < ?))",
+                (principal, key, _stamp(now - self.ttl), _stamp(now - ABANDONED_AFTER)),
             )
             inserted = cursor.execute(
                 "INSERT INTO idempotency_keys (principal, idempotency_key, request_hash, "

@@ -51,6 +51,8 @@ class Database:
                 kwargs={"row_factory": dict_row, "autocommit": False},
                 open=True,
                 name="propledger-projections",
+                # A connection the server dropped is replaced before use, not failed on.
+                check=ConnectionPool.check_connection,
             )
         else:
             raise ValueError(f"unsupported database URL {url!r}")
