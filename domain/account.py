@@ -181,6 +181,19 @@ class TradingAccount(Aggregate):
         # trade_id -> (account version that recorded it, content fingerprint)
         self.trades: dict[str, tuple[int, str]] = {}
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> TradingAccount:
+        """Commands work on copies of cached accounts. Most of an account is immutable
+        (program, rules, calendar, state and breach are frozen values that are replaced,
+        never changed), so a copy shares them and copies only the containers that change
+        in place: the trade ids and the pending events. Copying the whole history of trade
+        ids deeply was most of the cost of every command on a long account."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.trades = dict(self.trades)
+        clone._pending_events = list(self._pending_events)
+        memo[id(self)] = clone
+        return clone
+
     # Opening -----------------------------------------------------------------------
 
     @classmethod

@@ -211,30 +211,23 @@ def payout_report(
     """Payouts approved in [start, end), with totals per currency; with `as_of`, as the
     ledger knew them at that instant."""
     rows = [shape(row) for row in _approved_in(database, start, end, as_of)]
-    sums: dict[str, dict[str, Money]] = defaultdict(dict)
+    # Exact decimal sums per currency; Money (with its checks) only for the totals.
+    sums: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    counts: dict[str, int] = defaultdict(int)
     for row in rows:
-        currency = row["currency"]
+        bucket = sums[row["currency"]]
+        counts[row["currency"]] += 1
         for field in ("profit", "trader_share", "firm_share"):
-            amount = Money(Decimal(row[field]), currency)
-            sums[currency][field] = sums[currency].get(field, Money.zero(currency)) + amount
-        fee = Money(Decimal(row["fee_refund"]), row["fee_refund_currency"])
-        fee_sums = sums[fee.currency]
-        fee_sums["fee_refund"] = fee_sums.get("fee_refund", Money.zero(fee.currency)) + fee
+            bucket[field] += Decimal(row[field])
+        sums[row["fee_refund_currency"]]["fee_refund"] += Decimal(row["fee_refund"])
         for total in row["totals"]:
-            money = Money(Decimal(total["amount"]), total["currency"])
-            bucket = sums[money.currency]
-            bucket["total"] = bucket.get("total", Money.zero(money.currency)) + money
-    totals = []
-    for currency in sorted(sums):
-        zero = Money.zero(currency)
-        bucket = sums[currency]
-        totals.append(
-            {"currency": currency, "count": sum(1 for r in rows if r["currency"] == currency)}
-            | {
-                field: str(bucket.get(field, zero).amount)
-                for field in ("profit", "trader_share", "firm_share", "fee_refund", "total")
-            }
-        )
+            sums[total["currency"]]["total"] += Decimal(total["amount"])
+    fields = ("profit", "trader_share", "firm_share", "fee_refund", "total")
+    totals = [
+        {"currency": currency, "count": counts[currency]}
+        | {field: str(Money(sums[currency][field], currency).amount) for field in fields}
+        for currency in sorted(sums)
+    ]
     return {"payouts": rows, "totals": totals}
 
 
