@@ -53,11 +53,16 @@ class Settings(BaseSettings):
         """The HS256 key. In development a missing one is generated once into ./var/."""
         secret = self.propledger_jwt_secret
         if secret:
-            weak = len(secret.encode()) < MIN_SECRET_BYTES or secret.lower() in _PLACEHOLDER_SECRETS
+            stripped = secret.strip()
+            weak = (
+                len(stripped.encode()) < MIN_SECRET_BYTES
+                or stripped.lower().startswith(tuple(_PLACEHOLDER_SECRETS))
+                or len(set(stripped)) < 8  # "xxxxxxxx...": long, but no key
+            )
             if weak and self.is_production:
                 raise ValueError(
-                    f"PROPLEDGER_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
-                    "and not a placeholder in production"
+                    f"PROPLEDGER_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes of a "
+                    "real random key, not a placeholder, in production"
                 )
             return secret
         if self.is_production:

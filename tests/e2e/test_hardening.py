@@ -74,3 +74,42 @@ def test_the_access_log_names_the_subject_but_never_the_token(
     lines = [record.getMessage() for record in caplog.records if record.name == "propledger.access"]
     assert any('"sub": "log-reader"' in line and '"status": 404' in line for line in lines)
     assert not any(token in line or "hunter2" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("claims", "algorithm", "key"),
+    [
+        ({"sub": "no-expiry", "roles": ["admin"]}, "HS256", SECRET),  # exp is required
+        ({"sub": "other-alg", "roles": ["admin"], "exp": 4102444800}, "HS512", SECRET),
+        ({"sub": "unsigned", "roles": ["admin"], "exp": 4102444800}, "none", None),
+        ({"sub": "wrong-key", "roles": ["admin"], "exp": 4102444800}, "HS256", "k" * 40),
+        ({"roles": ["admin"], "exp": 4102444800}, "HS256", SECRET),  # sub is required
+    ],
+)
+def test_tokens_without_exp_or_sub_or_signed_otherwise_are_refused(
+    slow_client: TestClient, claims: dict[str, object], algorithm: str, key: str | None
+) -> None:
+    import jwt
+
+    token = jwt.encode(claims, key, algorithm=algorithm)
+    reply = slow_client.get("/v1/programs/any", headers={"Authorization": f"Bearer {token}"})
+    assert reply.status_code == 401
+    assert reply.json()["error"]["code"] == "invalid_token"
+
+
+@pytest.mark.parametrize("secret", [None, "short", "changeme" + " " * 40])
+def test_production_refuses_a_missing_short_or_placeholder_secret(secret: str | None) -> None:
+    settings = Settings(propledger_env="production", propledger_jwt_secret=secret)
+    with pytest.raises(ValueError, match="PROPLEDGER_JWT_SECRET"):
+        settings.jwt_secret()
+
+
+def test_development_generates_a_secret_once_and_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(propledger_env="development", propledger_jwt_secret=None)
+    first = settings.jwt_secret()
+    assert len(first) >= 32
+    assert settings.jwt_secret() == first
+    assert (tmp_path / "var" / "jwt-secret").stat().st_mode & 0o077 == 0
