@@ -13,8 +13,11 @@ duplicate: no trade is applied twice.
 
 from __future__ import annotations
 
+import copy
 import random
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +45,7 @@ from ledger.config import database_url_to_env
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 12
+HOT_ACCOUNTS = 20_000  # accounts kept as last saved by this process
 MAX_BATCH_TRADES = 1000
 PURCHASE_METHODS = ("manual", "wallet")
 _ID_MAX_LENGTH = 128
@@ -77,6 +81,36 @@ class _BatchAccount:
     opened: list[TradingAccount] = field(default_factory=list)
 
 
+class _HotAccounts:
+    """A bounded LRU of accounts as this process last saved them."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[UUID, TradingAccount] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def copy_of(self, aggregate_id: UUID) -> TradingAccount | None:
+        with self._lock:
+            account = self._items.get(aggregate_id)
+            if account is None:
+                return None
+            self._items.move_to_end(aggregate_id)
+        return copy.deepcopy(account)
+
+    def remember(self, account: TradingAccount) -> None:
+        # A copy, so replies and later commands cannot change what is remembered.
+        remembered = copy.deepcopy(account)
+        with self._lock:
+            self._items[account.id] = remembered
+            self._items.move_to_end(account.id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def forget(self, aggregate_id: UUID) -> None:
+        with self._lock:
+            self._items.pop(aggregate_id, None)
+
+
 class PropLedger(Application[UUID]):
     name = "propledger"
 
@@ -96,6 +130,7 @@ class PropLedger(Application[UUID]):
         settings["AGGREGATE_CACHE_MAXSIZE"] = "5000"
         settings.update(env or {})
         super().__init__(env=settings)
+        self._hot = _HotAccounts(HOT_ACCOUNTS)
 
     # Helpers ------------------------------------------------------------------------
 
@@ -126,8 +161,28 @@ class PropLedger(Application[UUID]):
         return super()._record(processing_event)
 
     def _save(self, *aggregates: Any) -> int | None:
-        recordings = self.save(*aggregates)
+        try:
+            recordings = self.save(*aggregates)
+        except IntegrityError:
+            for aggregate in aggregates:
+                if aggregate is not None:
+                    self._hot.forget(aggregate.id)
+            raise
+        for aggregate in aggregates:
+            if isinstance(aggregate, TradingAccount):
+                self._hot.remember(aggregate)
         return recordings[-1].notification.id if recordings else None
+
+    def _command_account(self, account_id: str) -> TradingAccount:
+        """The account a write command decides on: this process's copy as it last saved
+        it, without asking the store. If another process wrote since, the save collides
+        on the version and the retry reads the store; so a stale copy costs a retry, never
+        a wrong decision (a trade id another process recorded is found on that retry)."""
+        aggregate_id = _parse_uuid(account_id, "account")
+        cached = self._hot.copy_of(aggregate_id)
+        if isinstance(cached, TradingAccount):
+            return cached
+        return self.account(account_id)
 
     def position(self) -> int:
         """The newest position of the event log (0 when empty)."""
@@ -534,7 +589,7 @@ class PropLedger(Application[UUID]):
 
     def record_trade(self, account_id: str, body: Any, actor: str | None = None) -> AccountReply:
         def command() -> AccountReply:
-            account = self.account(account_id)
+            account = self._command_account(account_id)
             trade = Trade.parse(body, account.currency)
             outcome = account.close_trade(trade, actor)
             if outcome.duplicate:
@@ -548,10 +603,11 @@ class PropLedger(Application[UUID]):
 
     def record_equity(self, account_id: str, body: Any, actor: str | None = None) -> AccountReply:
         def command() -> AccountReply:
-            account = self.account(account_id)
+            account = self._command_account(account_id)
             equity, at = parse_equity_mark(body, account.currency)
             if not account.mark_equity(equity, at, actor):
-                return AccountReply(account, duplicate=True, position=None)
+                # Nothing to save: answer from the store, not from this process's copy.
+                return AccountReply(self.account(account_id), duplicate=True, position=None)
             return AccountReply(account, duplicate=False, position=self._save(account))
 
         return self._retrying(command)
@@ -609,7 +665,7 @@ class PropLedger(Application[UUID]):
 
     def _load_for_batch(self, account_id: str) -> _BatchAccount:
         try:
-            return _BatchAccount(self.account(account_id))
+            return _BatchAccount(self._command_account(account_id))
         except DomainError as error:
             return _BatchAccount(None, error)
 
