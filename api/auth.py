@@ -54,6 +54,10 @@ def decode_token(secret: str, token: str) -> Principal:
         raise ApiError(401, "token_expired", "the bearer token has expired") from None
     except jwt.InvalidTokenError as error:
         raise ApiError(401, "invalid_token", f"the bearer token is invalid: {error}") from None
+    return principal_from_claims(claims)
+
+
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
     roles = claims.get("roles")
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
         raise ApiError(401, "invalid_token", "the token's roles claim must be a list of strings")
@@ -74,6 +78,11 @@ def current_principal(request: Request) -> Principal:
         raise ApiError(
             401, "unauthenticated", "an 'Authorization: Bearer <JWT>' header is required"
         )
+    # The request context already verified a valid token once; reuse its claims. An
+    # invalid one is decoded again here to say why it is refused.
+    verified = request.scope.get("state", {}).get("claims")
+    if isinstance(verified, dict):
+        return principal_from_claims(verified)
     return decode_token(request.app.state.jwt_secret, token.strip())
 
 
