@@ -14,7 +14,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.utils import get_topic
 
 from domain import rules
 from domain.errors import Conflict, InvalidInput
@@ -37,8 +38,31 @@ class TradeOutcome:
     opened: TradingAccount | None = None
 
 
+class AccountSnapshot(Snapshot):
+    """A snapshot of an account as primitives (the aggregate holds domain values the
+    event store's JSON transcoder does not know), so long histories load fast."""
+
+    @classmethod
+    def take(cls, aggregate: Any) -> AccountSnapshot:
+        assert isinstance(aggregate, TradingAccount)
+        return cls(
+            originator_id=aggregate.id,
+            originator_version=aggregate.version,
+            timestamp=cls.create_timestamp(),
+            topic=get_topic(type(aggregate)),
+            state=aggregate.snapshot_state(),
+        )
+
+    def mutate(self, _: Any) -> TradingAccount:
+        return TradingAccount.from_snapshot_state(
+            self.originator_id, self.originator_version, self.state
+        )
+
+
 class TradingAccount(Aggregate):
     """Every event of an account carries `board`: its public numbers after the event."""
+
+    Snapshot = AccountSnapshot
 
     class Opened(RecordsActor, Aggregate.Created):
         trader_id: str
@@ -193,6 +217,71 @@ class TradingAccount(Aggregate):
         clone._pending_events = list(self._pending_events)
         memo[id(self)] = clone
         return clone
+
+    def snapshot_state(self) -> dict[str, Any]:
+        breach = self.breach
+        return {
+            "trader_id": self.trader_id,
+            "program": self.program.to_dict(),
+            "program_version": self.program_version,
+            "stage": self.stage,
+            "purchase": self.purchase,
+            "previous_account_id": self.previous_account_id,
+            "state": self.state.to_dict(),
+            "status": self.status,
+            "suspended": self.suspended,
+            "breach": None if breach is None else breach.to_dict(),
+            "passed_at": self.passed_at,
+            "next_account_id": self.next_account_id,
+            "pending_payout_id": self.pending_payout_id,
+            "approved_payouts": self.approved_payouts,
+            "last_payout_at": self.last_payout_at,
+            "trades": {trade_id: list(entry) for trade_id, entry in self.trades.items()},
+            "created_on": self.created_on,
+            "modified_on": self.modified_on,
+        }
+
+    @classmethod
+    def from_snapshot_state(
+        cls, account_id: UUID, version: int, data: dict[str, Any]
+    ) -> TradingAccount:
+        account = object.__new__(cls)
+        program = ProgramDefinition.parse(data["program"])
+        currency = program.currency
+        breach = data["breach"]
+        account.__dict__.update(
+            _id=account_id,
+            _version=version,
+            _pending_events=[],
+            _created_on=data["created_on"],
+            _modified_on=data["modified_on"],
+            trader_id=data["trader_id"],
+            program=program,
+            program_version=data["program_version"],
+            stage=data["stage"],
+            purchase=data["purchase"],
+            previous_account_id=data["previous_account_id"],
+            rules=program.stage_rules(data["stage"]),
+            calendar=Calendar(program.zone, program.day_start),
+            state=AccountState.from_dict(data["state"], currency),
+            status=data["status"],
+            suspended=data["suspended"],
+            breach=None
+            if breach is None
+            else Breach(
+                breach["rule"],
+                breach["at"],
+                Money(Decimal(breach["value"]), currency),
+                Money(Decimal(breach["floor"]), currency),
+            ),
+            passed_at=data["passed_at"],
+            next_account_id=data["next_account_id"],
+            pending_payout_id=data["pending_payout_id"],
+            approved_payouts=data["approved_payouts"],
+            last_payout_at=data["last_payout_at"],
+            trades={trade_id: (int(v), str(fp)) for trade_id, (v, fp) in data["trades"].items()},
+        )
+        return account
 
     # Opening -----------------------------------------------------------------------
 

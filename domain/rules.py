@@ -110,6 +110,51 @@ class AccountState:
     def net_pnl_total(self) -> Decimal:
         return sum(self.daily_pnl.values(), Decimal(0))
 
+    def to_dict(self) -> dict[str, Any]:
+        """Primitives only (Decimal, datetime, str): what a snapshot stores."""
+
+        def amount(money: Money | None) -> Decimal | None:
+            return None if money is None else money.amount
+
+        return {
+            "initial_balance": self.initial_balance.amount,
+            "balance": self.balance.amount,
+            "withdrawn": self.withdrawn.amount,
+            "high_water_mark": self.high_water_mark.amount,
+            "max_loss_floor": self.max_loss_floor.amount,
+            "day_start_balance": self.day_start_balance.amount,
+            "day_start_equity": amount(self.day_start_equity),
+            "current_day": None if self.current_day is None else self.current_day.isoformat(),
+            "last_trade_at": self.last_trade_at,
+            "last_mark_value": amount(self.last_mark_value),
+            "last_mark_at": self.last_mark_at,
+            "daily_pnl": [[day.isoformat(), pnl] for day, pnl in sorted(self.daily_pnl.items())],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], currency: str) -> AccountState:
+        def money(value: Any) -> Money | None:
+            return None if value is None else Money(Decimal(value), currency)
+
+        def required(value: Any) -> Money:
+            return Money(Decimal(value), currency)
+
+        current_day = data["current_day"]
+        return cls(
+            initial_balance=required(data["initial_balance"]),
+            balance=required(data["balance"]),
+            withdrawn=required(data["withdrawn"]),
+            high_water_mark=required(data["high_water_mark"]),
+            max_loss_floor=required(data["max_loss_floor"]),
+            day_start_balance=required(data["day_start_balance"]),
+            day_start_equity=money(data["day_start_equity"]),
+            current_day=None if current_day is None else date.fromisoformat(current_day),
+            last_trade_at=data["last_trade_at"],
+            last_mark_value=money(data["last_mark_value"]),
+            last_mark_at=data["last_mark_at"],
+            daily_pnl={date.fromisoformat(day): Decimal(pnl) for day, pnl in data["daily_pnl"]},
+        )
+
     def daily_loss_floor(self, rules: StageRules) -> Money:
         base = self.day_start_balance
         if rules.daily_loss_base == "balance_or_equity" and self.day_start_equity is not None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -46,6 +46,7 @@ T = TypeVar("T")
 
 MAX_ATTEMPTS = 12
 HOT_ACCOUNTS = 20_000  # accounts kept as last saved by this process
+SNAPSHOT_EVERY = 200  # account events between snapshots
 MAX_BATCH_TRADES = 1000
 PURCHASE_METHODS = ("manual", "wallet")
 _ID_MAX_LENGTH = 128
@@ -113,6 +114,9 @@ class _HotAccounts:
 
 class PropLedger(Application[UUID]):
     name = "propledger"
+    # Long accounts load from their latest snapshot plus the events after it. Snapshots
+    # are a cache of what the events say: export, replay and the chain ignore them.
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {TradingAccount: SNAPSHOT_EVERY}
 
     def __init__(
         self,
