@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from domain.money import Money
+from domain.money import Money, minor_unit_exponent
 from domain.payout import Payout
 from projections.journal import instant_text
 from projections.store import Cursor, Database, select_by_keys, upsert
@@ -104,15 +104,22 @@ def _money(minor: Any, currency: str) -> Money:
     return Money.from_minor_units(int(minor), currency)
 
 
+def _text(minor: Any, currency: str) -> str:
+    """Minor units as a decimal string at the currency's scale (Money's text, without
+    building a Money: a report shapes hundreds of thousands of them)."""
+    return str(Decimal(int(minor)).scaleb(-minor_unit_exponent(currency)))
+
+
 def shape(row: dict[str, Any]) -> dict[str, Any]:
     """A payout row with the payout fields of DESIGN.md (amounts as decimal strings)."""
     currency = row["currency"]
-    trader_share = _money(row["trader_share_minor"], currency)
-    fee_refund = _money(row["fee_refund_minor"], row["fee_refund_currency"])
-    totals = {currency: trader_share}
-    if fee_refund.amount:
-        fee_currency = fee_refund.currency
-        totals[fee_currency] = totals.get(fee_currency, Money.zero(fee_currency)) + fee_refund
+    fee_currency = row["fee_refund_currency"]
+    trader_minor = int(row["trader_share_minor"])
+    fee_minor = int(row["fee_refund_minor"])
+    totals_minor = {currency: trader_minor}
+    if fee_minor:
+        totals_minor[fee_currency] = totals_minor.get(fee_currency, 0) + fee_minor
+    totals = {c: _text(minor, c) for c, minor in totals_minor.items()}
     return {
         "payout_id": row["payout_id"],
         "account_id": row["account_id"],
@@ -120,14 +127,14 @@ def shape(row: dict[str, Any]) -> dict[str, Any]:
         "program_id": row["program_id"],
         "status": row["status"],
         "currency": currency,
-        "profit": str(_money(row["profit_minor"], currency).amount),
+        "profit": _text(row["profit_minor"], currency),
         "profit_split_pct": row["profit_split_pct"],
-        "trader_share": str(trader_share.amount),
-        "firm_share": str(_money(row["firm_share_minor"], currency).amount),
-        "fee_refund": str(fee_refund.amount),
-        "fee_refund_currency": fee_refund.currency,
-        "total": str(totals[currency].amount),
-        "totals": [{"currency": c, "amount": str(m.amount)} for c, m in sorted(totals.items())],
+        "trader_share": _text(trader_minor, currency),
+        "firm_share": _text(row["firm_share_minor"], currency),
+        "fee_refund": _text(fee_minor, fee_currency),
+        "fee_refund_currency": fee_currency,
+        "total": totals[currency],
+        "totals": [{"currency": c, "amount": amount} for c, amount in sorted(totals.items())],
         "requested_by": row["requested_by"],
         "requested_at": row["requested_at"],
         "approved_by": row["approved_by"],
