@@ -42,6 +42,7 @@ from api.schemas import (
     TradeBatch,
     TradeCreate,
 )
+from api.stream import stream_routes
 from api.views import account_state, event_view, payout_view, plain, program_view, trader_view
 from domain.account import TradingAccount
 from domain.errors import NotFound
@@ -144,9 +145,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if settings.propledger_projections == "inprocess":
             runner.start()
+        # Live streams (api/stream.py): the log watcher that wakes them.
+        app.state.streams.start(ledger, settings.database_url)
         try:
             yield
         finally:
+            app.state.streams.stop()
             runner.stop()
             database.close()
             ledger.close()
@@ -176,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _money_routes(app)
     _payout_routes(app)
     _audit_routes(app)
+    stream_routes(app)  # /v1/stream: SSE and WebSocket (api/stream.py)
     return app
 
 

@@ -45,7 +45,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"event store: {store}, projections: {settings.propledger_projections}",
         file=sys.stderr,
     )
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    # Streams (/v1/stream) never end by themselves: on shutdown they get a few seconds, then
+    # are cancelled (clients resume elsewhere from their last position).
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+    )
     return 0
 
 
@@ -111,6 +119,27 @@ def cmd_project(args: argparse.Namespace) -> int:
     finally:
         database.close()
         ledger.close()
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    """Publishes every stored event to NATS JetStream (api/relay.py)."""
+    from api.relay import RelaySettings, run_relay
+
+    settings = _settings()
+    try:
+        relay_settings = RelaySettings()
+    except Exception as error:
+        raise SystemExit(f"propledger relay: invalid configuration: {error}") from None
+    if not relay_settings.propledger_nats_url:
+        raise SystemExit(
+            "propledger relay: PROPLEDGER_NATS_URL is not set (e.g. nats://127.0.0.1:4222); "
+            "the relay publishes the event log to NATS JetStream and needs a broker"
+        )
+    if not 1 <= args.batch_size <= 10_000:
+        raise SystemExit("propledger relay: --batch-size must be between 1 and 10000")
+    return run_relay(
+        settings.database_url, relay_settings, once=args.once, batch_size=args.batch_size
+    )
 
 
 def cmd_report_payouts(args: argparse.Namespace) -> int:
@@ -289,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     project.add_argument("--batch-size", type=int, default=1000)
     project.add_argument("--poll-interval", type=float, default=0.05)
     project.set_defaults(run=cmd_project)
+
+    relay = commands.add_parser(
+        "relay", help="publish every stored event to NATS JetStream (PROPLEDGER_NATS_URL)"
+    )
+    relay.add_argument("--once", action="store_true", help="publish what is stored, then exit")
+    relay.add_argument("--batch-size", type=int, default=256, help="events per acknowledged page")
+    relay.set_defaults(run=cmd_relay)
 
     report = commands.add_parser("report", help="finance reports")
     reports = report.add_subparsers(dest="report", required=True)
