@@ -143,10 +143,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.idempotency = IdempotencyStore(
             database, timedelta(hours=settings.propledger_idempotency_ttl_hours)
         )
-        if settings.propledger_projections == "inprocess":
-            runner.start()
-        # Live streams (api/stream.py): the log watcher that wakes them.
+        # Live streams (api/stream.py) and the projection workers wake on the log watcher:
+        # LISTEN/NOTIFY on PostgreSQL (polling stays only as a fallback), polling on SQLite.
         app.state.streams.start(ledger, settings.database_url)
+        if settings.propledger_projections == "inprocess":
+            app.state.streams.watcher.subscribe(lambda _latest: runner.wake())
+            listening = app.state.streams.watcher.mode == "listen"
+            runner.start(idle_interval=1.0 if listening else 0.05)
         try:
             yield
         finally:

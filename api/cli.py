@@ -81,6 +81,7 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
+    from api.logwatch import log_watcher_for
     from ledger.app import PropLedger
     from ledger.migrate import migrate
     from projections.registry import default_projections
@@ -108,13 +109,21 @@ def cmd_project(args: argparse.Namespace) -> int:
         print(
             f"propledger project: following the log (position {ledger.position()})", file=sys.stderr
         )
+        # Woken by LISTEN/NOTIFY on PostgreSQL; on SQLite the watcher polls.
+        watcher = log_watcher_for(ledger.recorder, settings.database_url).start()
+        watcher.subscribe(lambda _latest: runner.wake())
+        listening = watcher.mode == "listen"
+        idle = max(args.poll_interval, 1.0) if listening else args.poll_interval
 
         def stop(*_: Any) -> None:
             runner.stop()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        runner.run_forever(idle_interval=args.poll_interval)
+        try:
+            runner.run_forever(idle_interval=idle)
+        finally:
+            watcher.stop()
         return 0
     finally:
         database.close()

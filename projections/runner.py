@@ -173,10 +173,17 @@ class ProjectionRunner:
                 self._wake.wait(idle_interval)
                 self._wake.clear()
 
-    def start(self) -> None:
+    def wake(self) -> None:
+        """Look at the log now (a follower of LISTEN/NOTIFY calls this on each commit)."""
+        self._wake.set()
+
+    def start(self, *, idle_interval: float = 0.05) -> None:
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self.run_forever, name="propledger-projections", daemon=True
+            target=self.run_forever,
+            kwargs={"idle_interval": idle_interval},
+            name="propledger-projections",
+            daemon=True,
         )
         self._thread.start()
 
