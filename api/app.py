@@ -137,6 +137,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ledger = ledger
         app.state.database = database
         app.state.database_url = settings.database_url
+        # Reports and listings read from the replica when PROPLEDGER_REPLICA_URL is set.
+        replica = (
+            Database(settings.propledger_replica_url) if settings.propledger_replica_url else None
+        )
+        app.state.reports_db = replica or database
+        app.state.reports_runner = (
+            ProjectionRunner(ledger, replica, default_projections()) if replica else runner
+        )
         app.state.runner = runner
         app.state.jwt_secret = settings.jwt_secret()
         app.state.stripe_webhook_secret = settings.stripe_webhook_secret
@@ -155,6 +163,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.state.streams.stop()
             runner.stop()
+            if replica is not None:
+                replica.close()
             database.close()
             ledger.close()
 
@@ -205,7 +215,9 @@ def _own_account(principal: Principal, account: TradingAccount) -> None:
 def _wait_for_projections(request: Request) -> int:
     """Reads from projections reflect every event recorded before the request arrived."""
     position = _ledger(request).position()
-    runner: ProjectionRunner = request.app.state.runner
+    # The projections as the reports' database sees them: the primary, or the read
+    # replica when one is configured (replication lag counts like projection lag).
+    runner: ProjectionRunner = request.app.state.reports_runner
     if not runner.wait_for(position, timeout=READ_WAIT_SECONDS):
         raise ApiError(
             503,
@@ -323,7 +335,7 @@ def _routes(app: FastAPI) -> None:
         if trader_id_to_uuid(trader_id) not in ledger.repository:
             raise NotFound(f"trader {trader_id} not found", code="unknown_trader")
         position = _wait_for_projections(request)
-        accounts = trader_accounts(request.app.state.database, trader_id)
+        accounts = trader_accounts(request.app.state.reports_db, trader_id)
         return JSONResponse({"trader_id": trader_id, "accounts": accounts, "position": position})
 
     @app.get("/v1/accounts/{account_id}/events", tags=["accounts"])
@@ -389,7 +401,7 @@ def _money_routes(app: FastAPI) -> None:
     ) -> JSONResponse:
         instant = parse_timestamp(as_of, field="as_of") if as_of else None
         position = _wait_for_projections(request)
-        balance = trial_balance(request.app.state.database, instant)
+        balance = trial_balance(request.app.state.reports_db, instant)
         return JSONResponse({"as_of": as_of, **balance, "position": position})
 
     @app.get("/v1/ledger/entries", tags=["ledger"])
@@ -401,14 +413,14 @@ def _money_routes(app: FastAPI) -> None:
         limit: Annotated[int, Query(ge=1, le=MAX_ENTRIES_PAGE)] = 100,
     ) -> JSONResponse:
         position = _wait_for_projections(request)
-        lines = entry_lines(request.app.state.database, account=account, after=after, limit=limit)
+        lines = entry_lines(request.app.state.reports_db, account=account, after=after, limit=limit)
         next_after = lines[-1]["cursor"] if len(lines) == limit else None
         return JSONResponse({"entries": lines, "next_after": next_after, "position": position})
 
     @app.get("/v1/payments/unallocated", tags=["payments"])
     def get_unallocated(request: Request, _: FinanceOrAuditor) -> JSONResponse:
         position = _wait_for_projections(request)
-        payments = unallocated(request.app.state.database)
+        payments = unallocated(request.app.state.reports_db)
         return JSONResponse({"payments": payments, "position": position})
 
     @app.post("/v1/payments/{payment_id}/allocate", tags=["payments"])
@@ -524,7 +536,7 @@ def _payout_routes(app: FastAPI) -> None:
     ) -> JSONResponse:
         position = _wait_for_projections(request)
         rows = list_payouts(
-            request.app.state.database,
+            request.app.state.reports_db,
             status=status,
             requested_from=parse_period(from_, "from"),
             requested_to=parse_period(to, "to", end=True),
@@ -560,7 +572,7 @@ def _payout_routes(app: FastAPI) -> None:
     ) -> Response:
         position = _wait_for_projections(request)
         report = payout_report(
-            request.app.state.database,
+            request.app.state.reports_db,
             parse_period(from_, "from"),
             parse_period(to, "to", end=True),
             parse_timestamp(as_of, field="as_of") if as_of else None,
@@ -585,7 +597,7 @@ def _payout_routes(app: FastAPI) -> None:
     ) -> JSONResponse:
         position = _wait_for_projections(request)
         rows = profit_splits(
-            request.app.state.database,
+            request.app.state.reports_db,
             parse_period(from_, "from"),
             parse_period(to, "to", end=True),
             parse_timestamp(as_of, field="as_of") if as_of else None,
@@ -615,5 +627,5 @@ def _audit_routes(app: FastAPI) -> None:
     ) -> JSONResponse:
         start = parse_period(from_, "from")
         end = parse_period(to, "to", end=True)
-        report = period_report(request.app.state.database, start, end)
+        report = period_report(request.app.state.reports_db, start, end)
         return JSONResponse({"from": from_, "to": to, **report})

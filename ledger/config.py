@@ -23,6 +23,8 @@ class Settings(BaseSettings):
 
     propledger_database_url: str = DEFAULT_DATABASE_URL
     propledger_jwt_secret: str | None = None
+    # A read replica of the PostgreSQL database: reports and listings are served from it.
+    propledger_replica_url: str | None = None
     propledger_env: Literal["development", "production"] = "development"
     stripe_webhook_secret: str | None = None
     # "inprocess": `propledger serve` also runs the projection workers (the default, and
