@@ -103,13 +103,6 @@ class JournalEntry:
         return cls(tuple(Line.from_dict(item) for item in data))
 
 
-def book(entry: JournalEntry | None) -> list[dict[str, Any]]:
-    """The lines an event carries: [] when nothing is booked (an amount of zero)."""
-    if entry is None:
-        return []
-    return entry.to_list()
-
-
 def transfer_lines(debit_account: str, credit_account: str, amount: Money) -> list[dict[str, Any]]:
     if amount.amount == 0:
         return []
