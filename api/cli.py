@@ -47,13 +47,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     # Streams (/v1/stream) never end by themselves: on shutdown they get a few seconds, then
     # are cancelled (clients resume elsewhere from their last position).
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        timeout_graceful_shutdown=5,
-    )
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "info",
+        "timeout_graceful_shutdown": 5,
+    }
+    if args.workers > 1:
+        # Several processes on one port, each building the app from the environment; the
+        # API is stateless and in-process projection workers may run in each (a page
+        # commits only once, whichever process gets there first).
+        uvicorn.run("api.app:create_app", factory=True, workers=args.workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
     return 0
 
 
@@ -309,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="apply migrations and serve the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="API processes on this port (one per core)"
+    )
     serve.set_defaults(run=cmd_serve)
 
     token = commands.add_parser("token", help="print a signed bearer token")

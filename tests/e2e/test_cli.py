@@ -231,3 +231,50 @@ def test_project_once_catches_up_the_board_in_its_own_process(
         assert {a["account_id"] for a in listing.json()["accounts"]} == set(accounts)
     finally:
         database.close()
+
+
+def test_serve_with_two_workers_answers_from_both_processes(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("PROPLEDGER_")}
+    clean.update(
+        PROPLEDGER_DATABASE_URL=sqlite_file_url(tmp_path / "workers.db"),
+        PROPLEDGER_JWT_SECRET=CLI_SECRET,
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2"],
+        cwd=tmp_path,
+        env=clean,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        request_ids: set[str] = set()
+        while time.monotonic() < deadline:
+            try:
+                reply = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            except httpx.HTTPError:
+                time.sleep(0.2)
+                continue
+            assert reply.status_code == 200
+            request_ids.add(reply.headers["x-request-id"])
+            if len(request_ids) >= 5:
+                break
+        assert len(request_ids) >= 5, "the server did not answer"
+    finally:
+        server.terminate()
+        try:
+            _, errors = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            _, errors = server.communicate()
+    # uvicorn names each worker process it starts.
+    assert errors.count("Started server process") >= 2, errors[-2000:]
