@@ -131,7 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(settings.database_url)
-        ledger = PropLedger(settings.database_url)
+        ledger = PropLedger(
+            settings.database_url, group_window_ms=settings.propledger_write_group_window_ms
+        )
         database = Database(settings.database_url)
         runner = ProjectionRunner(ledger, database, default_projections())
         app.state.ledger = ledger
@@ -271,7 +273,7 @@ def _routes(app: FastAPI) -> None:
         account_id: str, body: TradeCreate, request: Request, principal: Platform
     ) -> JSONResponse:
         ledger = _ledger(request)
-        reply = ledger.record_trade(account_id, body.model_dump(), principal.sub)
+        reply = ledger.post_trade(account_id, body.model_dump(), principal.sub)
         payload = {
             **account_state(reply.account),
             "trade_id": body.trade_id,

@@ -41,6 +41,7 @@ from domain.program import ProgramDefinition
 from domain.trade import Trade, parse_equity_mark
 from ledger import stripe_events
 from ledger.config import database_url_to_env
+from ledger.grouping import TradeGrouper
 
 T = TypeVar("T")
 
@@ -124,6 +125,7 @@ class PropLedger(Application[UUID]):
         env: dict[str, str] | None = None,
         *,
         clock: Callable[[], datetime] | None = None,
+        group_window_ms: float = 0,
     ) -> None:
         # The one clock of the ledger (payout timing, approval times); tests give their own.
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -135,6 +137,9 @@ class PropLedger(Application[UUID]):
         settings.update(env or {})
         super().__init__(env=settings)
         self._hot = _HotAccounts(HOT_ACCOUNTS)
+        self._grouper: TradeGrouper | None = (
+            TradeGrouper(self, group_window_ms / 1000) if group_window_ms > 0 else None
+        )
 
     # Helpers ------------------------------------------------------------------------
 
@@ -590,6 +595,18 @@ class PropLedger(Application[UUID]):
         return self._retrying(command)
 
     # Trades and equity --------------------------------------------------------------
+
+    def post_trade(self, account_id: str, body: Any, actor: str | None = None) -> AccountReply:
+        """A single trade post: grouped with concurrent posts into one save when a
+        batching window is configured, else recorded on its own."""
+        if self._grouper is not None:
+            return self._grouper.submit(account_id, body, actor)
+        return self.record_trade(account_id, body, actor)
+
+    def close(self) -> None:
+        if self._grouper is not None:
+            self._grouper.close()
+        super().close()
 
     def record_trade(self, account_id: str, body: Any, actor: str | None = None) -> AccountReply:
         def command() -> AccountReply:

@@ -1,0 +1,136 @@
+"""A short batching window for single trade posts: concurrent commands, one save.
+
+The event store takes a table lock per save, so single saves queue behind each other's
+commits. Trades posted at the same moment from many connections are collected for a few
+milliseconds and decided in arrival order on one set of loaded accounts, then saved in
+one transaction. Each caller still gets its own exact answer: the account as its own
+trade left it (copied right after deciding it), its own refusal, or the original result
+of a duplicate. A collision with another process re-decides the whole group from the
+store; any other failure falls back to deciding each trade on its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from domain.account import TradingAccount
+from domain.errors import DomainError
+from domain.trade import Trade
+
+if TYPE_CHECKING:
+    from ledger.app import AccountReply, PropLedger
+
+MAX_GROUP = 500
+WAIT_SECONDS = 60.0
+
+
+@dataclass
+class _Pending:
+    account_id: str
+    body: Any
+    actor: str | None
+    future: Future[AccountReply]
+
+
+class TradeGrouper:
+    def __init__(self, ledger: PropLedger, window_seconds: float) -> None:
+        self.ledger = ledger
+        self.window = window_seconds
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="propledger-grouper", daemon=True)
+        self._thread.start()
+
+    def submit(self, account_id: str, body: Any, actor: str | None) -> AccountReply:
+        pending = _Pending(account_id, body, actor, Future())
+        self._queue.put(pending)
+        return pending.future.result(timeout=WAIT_SECONDS)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            deadline = time.monotonic() + self.window
+            while len(group) < MAX_GROUP:
+                remaining = deadline - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else None
+                except queue.Empty:
+                    break
+                if item is None:
+                    if remaining > 0:
+                        self._queue.put(None)  # closing: finish this group first
+                    break
+                group.append(item)
+            self._decide(group)
+
+    def _decide(self, group: list[_Pending]) -> None:
+        try:
+            outcomes = self.ledger._retrying(lambda: self._decide_together(group))
+        except Exception:
+            # Whatever went wrong for the group, each trade gets its own attempt.
+            for pending in group:
+                self._settle_alone(pending)
+            return
+        for pending, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+
+    def _settle_alone(self, pending: _Pending) -> None:
+        try:
+            reply = self.ledger.record_trade(pending.account_id, pending.body, pending.actor)
+        except BaseException as error:
+            pending.future.set_exception(error)
+        else:
+            pending.future.set_result(reply)
+
+    def _decide_together(self, group: list[_Pending]) -> list[AccountReply | BaseException]:
+        from ledger.app import AccountReply, _canonical_id
+
+        ledger = self.ledger
+        accounts: dict[str, TradingAccount] = {}
+        to_save: list[TradingAccount] = []
+        decided: list[Any] = []
+        for pending in group:
+            key = _canonical_id(pending.account_id)
+            try:
+                account = accounts.get(key)
+                if account is None:
+                    account = accounts[key] = ledger._command_account(pending.account_id)
+                    to_save.append(account)
+                trade = Trade.parse(pending.body, account.currency)
+                outcome = account.close_trade(trade, pending.actor)
+            except DomainError as refusal:
+                decided.append(refusal)
+                continue
+            if outcome.opened is not None:
+                to_save.append(outcome.opened)
+            if outcome.duplicate:
+                decided.append(("duplicate", account.id, outcome.version))
+            else:
+                decided.append(copy.deepcopy(account))  # as this trade left it
+        position = ledger._save(*to_save)
+        replies: list[AccountReply | BaseException] = []
+        for item in decided:
+            if isinstance(item, BaseException):
+                replies.append(item)
+            elif isinstance(item, tuple):
+                _, account_id, version = item
+                original = ledger._as_recorded(account_id, version)
+                replies.append(AccountReply(original, duplicate=True, position=None))
+            else:
+                replies.append(AccountReply(item, duplicate=False, position=position))
+        return replies
