@@ -14,50 +14,10 @@ import pytest
 from domain.errors import DomainError, InvalidProgram
 from domain.money import Money
 from domain.program import FUNDED_STAGE, ProgramDefinition, SplitTier
+from tests.support import CLASSIC_PROGRAM
 
 # The example of DESIGN.md, "Programs and rules", verbatim (null -> None, true -> True).
-DESIGN_EXAMPLE: dict[str, Any] = {
-    "program_id": "classic-100k",
-    "name": "Classic 100k",
-    "currency": "USD",
-    "initial_balance": "100000.00",
-    "fee": {"amount": "540.00", "currency": "USD"},
-    "day_timezone": "Europe/Prague",
-    "day_start": "00:00",
-    "phases": [
-        {
-            "name": "challenge",
-            "profit_target_pct": "10",
-            "max_daily_loss_pct": "5",
-            "daily_loss_base": "balance",
-            "max_loss_pct": "10",
-            "max_loss_mode": "static",
-            "min_trading_days": 4,
-            "consistency_max_day_pct": None,
-        },
-        {
-            "name": "verification",
-            "profit_target_pct": "5",
-            "max_daily_loss_pct": "5",
-            "max_loss_pct": "10",
-            "max_loss_mode": "static",
-            "min_trading_days": 4,
-            "consistency_max_day_pct": None,
-        },
-    ],
-    "funded": {
-        "max_daily_loss_pct": "5",
-        "max_loss_pct": "10",
-        "max_loss_mode": "static",
-        "profit_split_pct": "80",
-        "split_scaling": [{"after_payouts": 4, "profit_split_pct": "90"}],
-        "first_payout_after_days": 14,
-        "payout_interval_days": 14,
-        "min_payout": "50.00",
-        "refund_fee_with_first_payout": True,
-        "consistency_max_day_pct": None,
-    },
-}
+DESIGN_EXAMPLE: dict[str, Any] = CLASSIC_PROGRAM
 
 
 def example() -> dict[str, Any]:
