@@ -1,5 +1,5 @@
-"""`POST /v1/audit/verify` and `propledger audit verify`: the chain, then every projection
-against a fresh replay.
+"""`POST /v1/audit/verify` and `propledger audit verify`: the chain, the snapshots, then
+every projection against a fresh replay.
 
 Each projection is rebuilt from zero in a scratch database (a temporary SQLite file with
 the same migrations) up to the position the live one has reached, then compared row by
@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from ledger.app import PropLedger
-from ledger.audit import Progress, verify_chain
+from ledger.audit import Progress, verify_chain, verify_snapshots
 from ledger.migrate import migrate
 from projections.compare import compare
 from projections.runner import Projection, ProjectionRunner
@@ -36,6 +36,8 @@ def verify(
     say = say or (lambda _: None)
     say("checking the hash chain")
     chain = verify_chain(database_url, anchor=anchor, progress=progress)
+    say("checking snapshots against a replay of their events")
+    snapshots = verify_snapshots(ledger, database_url)
     live_runner = ProjectionRunner(ledger, live, projections)
     try:
         live_runner.wait_for(ledger.position(), timeout=30.0)
@@ -54,7 +56,7 @@ def verify(
                 )
         finally:
             scratch.close()
-    ok = chain.ok and all(not result["differences"] for result in results.values())
+    ok = chain.ok and snapshots.ok and all(not result["differences"] for result in results.values())
     return {
         "ok": ok,
         "chain": {
@@ -63,6 +65,11 @@ def verify(
             "head": {"position": chain.head_position, "hash": chain.head_hash},
             "first_broken_link": chain.findings[0].to_dict() if chain.findings else None,
             "findings": [finding.to_dict() for finding in chain.findings[:100]],
+        },
+        "snapshots": {
+            "ok": snapshots.ok,
+            "checked": snapshots.checked,
+            "findings": [finding.to_dict() for finding in snapshots.findings[:100]],
         },
         "projections": results,
     }

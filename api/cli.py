@@ -255,6 +255,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     broken = chain["first_broken_link"]
     if broken:
         print(f"FAIL chain: {broken['message']}", file=sys.stderr)
+    for finding in result["snapshots"]["findings"][:10]:
+        print(f"FAIL snapshots: {finding['message']}", file=sys.stderr)
     for name, outcome in result["projections"].items():
         if outcome["differences"]:
             print(f"FAIL {name}: {len(outcome['differences'])} differences", file=sys.stderr)

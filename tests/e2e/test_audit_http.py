@@ -344,6 +344,7 @@ def test_only_an_auditor_may_verify_and_a_sound_ledger_verifies_ok(client: TestC
     result = ok(client.post("/v1/audit/verify", headers=AUDITOR))
     assert result["ok"] is True
     assert result["chain"]["ok"] is True
+    assert result["snapshots"]["ok"] is True
     assert result["chain"]["findings"] == []
     assert HEX64.match(result["chain"]["head"]["hash"])
     for name, outcome in result["projections"].items():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -78,5 +81,92 @@ def fresh_duplicate(url: str, account_id: str) -> Any:
                 "closed_at": "2026-03-02T09:05:30Z",
             },
         )
+    finally:
+        ledger.close()
+
+
+def _snapshot_table(url: str) -> tuple[str, str]:
+    """(table, placeholder) of the snapshot store for the URL's backend."""
+    if url.startswith("postgres"):
+        return "propledger_snapshots", "%s"
+    return "stored_snapshots", "?"
+
+
+def _edit_snapshot(url: str, account_id: str, edit: Any) -> None:
+    """Rewrites the account's newest snapshot's stored bytes behind the service's back."""
+    import sqlite3
+
+    import psycopg
+
+    from ledger.config import sqlite_path
+
+    table, mark = _snapshot_table(url)
+    select = f"SELECT originator_id, originator_version, state FROM {table} "
+    select += "ORDER BY originator_version DESC"
+    update = f"UPDATE {table} SET state = {mark} "
+    update += f"WHERE originator_id = {mark} AND originator_version = {mark}"
+    path = sqlite_path(url)
+    connection: Any = sqlite3.connect(path) if path else psycopg.connect(url)
+    try:
+        stream, version, state = next(
+            row
+            for row in connection.execute(select).fetchall()
+            if UUID(str(row[0])) == UUID(account_id)
+        )
+        connection.execute(update, (edit(bytes(state)), stream, version))
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def _long_account(url: str) -> tuple[PropLedger, str]:
+    migrate(url)
+    ledger = PropLedger(url)
+    program = program_body(uid("snapcheck-"))
+    ledger.define_program(program)
+    account_id = str(ledger.purchase(purchase_body(program["program_id"])).account.id)
+    items = []
+    for number in range(SNAPSHOT_EVERY + 10):
+        body = trade_body(f"T-{number}", profit="3.10" if number % 2 else "-1.05")
+        stamp = f"2026-03-02T10:{number // 60 % 60:02d}:{number % 60:02d}Z"
+        items.append(body | {"account_id": account_id, "opened_at": stamp, "closed_at": stamp})
+    results, _ = ledger.record_trades_batch(items)
+    assert {result.result for result in results} == {"created"}
+    assert ledger.snapshots is not None
+    assert list(ledger.snapshots.get(UUID(account_id))), "the test needs a stored snapshot"
+    return ledger, account_id
+
+
+def test_verify_checks_each_snapshot_against_a_replay_and_names_an_edited_one(url: str) -> None:
+    from ledger.audit import verify_snapshots
+
+    ledger, account_id = _long_account(url)
+    try:
+        clean = verify_snapshots(ledger, url)
+        assert clean.ok
+        assert clean.checked >= 1
+
+        # Someone raises the balance inside the stored snapshot: the chain cannot see it
+        # (snapshots are not chained), a fresh load would start from it.
+        def richer(state: bytes) -> bytes:
+            data = json.loads(state)
+            # The snapshot's state, the account's numbers, the transcoded Decimal.
+            balance = data["state"]["state"]["balance"]
+            assert balance["_type_"] == "decimal_str"
+            balance["_data_"] = str(Decimal(balance["_data_"]) + 1000)
+            return json.dumps(data).encode()
+
+        _edit_snapshot(url, account_id, richer)
+        found = verify_snapshots(PropLedger(url), url)
+        assert not found.ok
+        [finding] = found.findings
+        assert finding.kind == "snapshot_mismatch"
+        assert finding.stream_id == UUID(account_id).hex
+        assert "state" in finding.message
+
+        _edit_snapshot(url, account_id, lambda _: b"not json")
+        broken = verify_snapshots(PropLedger(url), url)
+        assert [f.kind for f in broken.findings] == ["snapshot_mismatch"]
+        assert "does not decode" in broken.findings[0].message
     finally:
         ledger.close()
