@@ -28,6 +28,7 @@ from api.auth import (
     Platform,
     Principal,
 )
+from api.console import install_console
 from api.errors import ERROR_RESPONSES, ApiError, envelope
 from api.idempotency import IdempotencyMiddleware, IdempotencyStore
 from api.middleware import RateLimits, RequestContext
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _payout_routes(app)
     _audit_routes(app)
     stream_routes(app)  # /v1/stream: SSE and WebSocket (api/stream.py)
+    install_console(app, secure_cookies=settings.is_production)  # /console (api/console.py)
     return app
 
 

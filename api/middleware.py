@@ -16,10 +16,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 import jwt
 
+from api.console_auth import COOKIE as CONSOLE_COOKIE
 from api.errors import envelope
 
 Scope = MutableMapping[str, Any]
@@ -33,13 +35,26 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+_NO_REFERRER = (b"referrer-policy", b"no-referrer")
 # The OpenAPI pages load Swagger UI's script and styles; every other reply is data only.
 _API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 _DOC_PATHS = ("/docs", "/redoc", "/openapi.json")
+# The console (/console): its own stylesheet, inline SVG (part of the document, so no
+# source is needed), forms that post only to itself, no script at all. Its referrer policy
+# is same-origin so that browsers send a real `Origin` on its POSTs (with no-referrer they
+# send "null"), which the console's CSRF check compares with the host.
+_CONSOLE_PATH = "/console"
+_CONSOLE_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        b"base-uri 'none'; frame-ancestors 'none'",
+    ),
+    (b"referrer-policy", b"same-origin"),
+]
 MAX_BUCKETS = 100_000
 
 
@@ -91,12 +106,21 @@ class RequestContext:
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         claims = _claims(scope, headers.get(b"authorization", b""))
         scope.setdefault("state", {})["claims"] = claims
-        sub = claims.get("sub") if claims else None
         path: str = scope["path"]
+        console = path == _CONSOLE_PATH or path.startswith(_CONSOLE_PATH + "/")
+        if console and claims is None:
+            # Console pages carry their token in a cookie: for the log line and the rate
+            # limit only (api/console_auth.py decides who may do what).
+            claims = _cookie_claims(scope, headers.get(b"cookie", b""))
+        sub = claims.get("sub") if claims else None
         status_holder = {"status": 500}
         extra = [(b"x-request-id", request_id.encode()), *_SECURITY_HEADERS]
-        if not path.startswith(_DOC_PATHS):
-            extra.append(_API_CSP)
+        if console:
+            extra.extend(_CONSOLE_HEADERS)
+        else:
+            extra.append(_NO_REFERRER)
+            if not path.startswith(_DOC_PATHS):
+                extra.append(_API_CSP)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -106,7 +130,8 @@ class RequestContext:
 
         try:
             wait = 0.0
-            if path.startswith("/v1/") and not path.startswith("/v1/webhooks/"):
+            limited = path.startswith("/v1/") and not path.startswith("/v1/webhooks/")
+            if limited or console:
                 client = scope.get("client") or ("unknown", 0)
                 key = f"sub:{sub}" if sub else f"addr:{client[0]}"
                 platform = claims is not None and "platform" in (claims.get("roles") or [])
@@ -138,11 +163,25 @@ class RequestContext:
             )
 
 
+def _cookie_claims(scope: Scope, cookie_header: bytes) -> dict[str, Any] | None:
+    cookies = SimpleCookie()
+    try:
+        cookies.load(cookie_header.decode("latin-1"))
+    except CookieError:
+        return None
+    morsel = cookies.get(CONSOLE_COOKIE)
+    return _verified(scope, morsel.value) if morsel is not None else None
+
+
 def _claims(scope: Scope, authorization: bytes) -> dict[str, Any] | None:
     """The verified token claims, or None (the handlers answer 401 themselves)."""
     scheme, _, token = authorization.decode("latin-1").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
+    return _verified(scope, token)
+
+
+def _verified(scope: Scope, token: str) -> dict[str, Any] | None:
     secret = getattr(scope["app"].state, "jwt_secret", None)
     if not secret:
         return None
