@@ -358,13 +358,20 @@ class TradingAccount(Aggregate):
             return TradeOutcome(version=version, duplicate=True)
 
         state = rules.after_trade(self.state, self.rules, self.calendar, trade.closed_at, trade.net)
-        self.trigger_event(
-            self.TradeClosed,
-            trade=trade.to_event_dict(),
-            fingerprint=trade.fingerprint,
-            board=self._board_with(state, self.status),
-            actor=actor,
-        )
+        recorded_trade = trade.to_event_dict()
+        # Applying the event would compute the same state from the same inputs again:
+        # hand it over (for this very trade only) instead.
+        self.__dict__["_decided"] = (recorded_trade, state)
+        try:
+            self.trigger_event(
+                self.TradeClosed,
+                trade=recorded_trade,
+                fingerprint=trade.fingerprint,
+                board=self._board_with(state, self.status),
+                actor=actor,
+            )
+        finally:
+            self.__dict__.pop("_decided", None)
         version = self.version
         if self.status != ACTIVE:
             # Trades after a breach or a pass happened and are recorded, but decide nothing.
@@ -506,15 +513,20 @@ class TradingAccount(Aggregate):
 
     def _apply_trade(self, event: TradingAccount.TradeClosed) -> None:
         trade = event.trade
-        currency = self.currency
-        net = (
-            Money(trade["profit"], currency)
-            + Money(trade["commission"], currency)
-            + Money(trade["swap"], currency)
-        )
-        self.state = rules.after_trade(
-            self.state, self.rules, self.calendar, trade["closed_at"], net
-        )
+        decided = self.__dict__.pop("_decided", None)
+        if decided is not None and decided[0] is trade:
+            # close_trade just computed this state from the same state and trade.
+            self.state = decided[1]
+        else:
+            currency = self.currency
+            net = (
+                Money(trade["profit"], currency)
+                + Money(trade["commission"], currency)
+                + Money(trade["swap"], currency)
+            )
+            self.state = rules.after_trade(
+                self.state, self.rules, self.calendar, trade["closed_at"], net
+            )
         self.trades[trade["trade_id"]] = (event.originator_version, event.fingerprint)
 
     def _apply_equity_mark(self, event: TradingAccount.EquityMarked) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from domain.errors import CurrencyMismatch, InvalidInput
@@ -68,8 +69,15 @@ def check_currency(currency: Any) -> str:
     return currency
 
 
+_QUANTA: dict[str, Decimal] = {}  # currency -> its minor unit; known currencies only
+
+
 def _quantum(currency: str) -> Decimal:
-    return Decimal(1).scaleb(-minor_unit_exponent(currency))
+    quantum = _QUANTA.get(currency)
+    if quantum is None:
+        quantum = Decimal(1).scaleb(-minor_unit_exponent(currency))  # raises if unknown
+        _QUANTA[currency] = quantum
+    return quantum
 
 
 def parse_decimal(value: Any, *, field: str = "amount") -> Decimal:
@@ -110,15 +118,17 @@ class Money:
         if not self.amount.is_finite():
             raise InvalidInput("money amount must be finite", code="invalid_decimal")
         quantum = _quantum(self.currency)
-        if self.amount != self.amount.quantize(quantum, rounding=ROUND_HALF_EVEN):
+        exact = self.amount.quantize(quantum, rounding=ROUND_HALF_EVEN)
+        if self.amount != exact:
             raise InvalidInput(
                 f"{self.amount} has more decimal places than {self.currency} allows "
                 f"({minor_unit_exponent(self.currency)})",
                 code="too_many_decimal_places",
                 details={"amount": str(self.amount), "currency": self.currency},
             )
-        # Normalise the scale so equal amounts print identically ("5" -> "5.00").
-        object.__setattr__(self, "amount", self.amount.quantize(quantum))
+        # Normalise the scale so equal amounts print identically ("5" -> "5.00"); an
+        # amount equal to its rounding is the same whatever the rounding mode.
+        object.__setattr__(self, "amount", exact)
 
     # Construction --------------------------------------------------------------------
 
@@ -184,7 +194,10 @@ class Money:
 
     def percent(self, pct: Decimal) -> Money:
         """`pct` percent of this amount, rounded half-even to the minor unit."""
-        return Money.rounded(self.amount * pct / 100, self.currency)
+        if type(pct) is not Decimal:  # keyed by value, a float or int would hit a Decimal
+            return Money.rounded(self.amount * pct / 100, self.currency)
+        # Signs are part of the key: -0 equals 0 but prints "-0.00".
+        return _percent(self.amount, self.currency, pct, self.amount.is_signed(), pct.is_signed())
 
     def max(self, other: Money) -> Money:
         return other if other > self else self
@@ -198,3 +211,13 @@ class Money:
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency}"
+
+
+@lru_cache(maxsize=4096)
+def _percent(
+    amount: Decimal, currency: str, pct: Decimal, _amount_signed: bool, _pct_signed: bool
+) -> Money:
+    """Remembered: the rules take the same few percentages of an account's initial
+    balance (its floors, its target) on every trade. The result depends only on the
+    values (Money is immutable), so a remembered one is the one that would be computed."""
+    return Money.rounded(amount * pct / 100, currency)

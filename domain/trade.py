@@ -26,6 +26,8 @@ _RFC3339_PATTERN = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
 _MAX_VOLUME = Decimal(10) ** 9
+# json.dumps(..., sort_keys=True) without building an encoder per call: the same text.
+_CANONICAL = json.JSONEncoder(sort_keys=True)
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
@@ -166,7 +168,7 @@ class Trade:
             "commission": str(self.commission.amount),
             "swap": str(self.swap.amount),
         }
-        encoded = json.dumps(canonical, sort_keys=True).encode()
+        encoded = _CANONICAL.encode(canonical).encode()
         return hashlib.sha256(encoded).hexdigest()[:32]
 
 

@@ -1,0 +1,81 @@
+"""The hot path's shortcuts give exactly what the long way gives.
+
+- `Money.percent` remembers results by value: signs, types and errors stay as they were.
+- A trade's fingerprint is the SHA-256 of `json.dumps(..., sort_keys=True)`, unchanged.
+- Deciding a trade hands the computed state to the event's apply instead of computing it
+  twice: the decided account equals a replay of its events, whatever the trades do
+  (breaches, passes, late trades, other days, trailing floors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.money import Money
+from tests.unit.builders import close, open_account, replay, trade
+
+
+def test_percent_keeps_the_sign_of_zero_whatever_came_first() -> None:
+    assert str(Money(Decimal("0.00"), "USD").percent(Decimal("5"))) == "0.00 USD"
+    assert str(Money(Decimal("-0.00"), "USD").percent(Decimal("5"))) == "-0.00 USD"
+    assert str(Money(Decimal("0.00"), "USD").percent(Decimal("-5"))) == "-0.00 USD"
+    assert str(Money(Decimal("0.00"), "USD").percent(Decimal("5"))) == "0.00 USD"
+
+
+def test_percent_of_a_float_still_fails_after_the_same_decimal_was_remembered() -> None:
+    amount = Money(Decimal("100000.00"), "USD")
+    assert amount.percent(Decimal("5")) == Money(Decimal("5000.00"), "USD")
+    with pytest.raises(TypeError):
+        amount.percent(5.0)  # type: ignore[arg-type]
+
+
+def test_percent_rounds_half_even_like_the_long_way() -> None:
+    for text, pct in [("0.50", "1"), ("1.50", "1"), ("333.33", "3.3"), ("-12.34", "12.5")]:
+        money = Money(Decimal(text), "USD")
+        expected = Money.rounded(money.amount * Decimal(pct) / 100, "USD")
+        assert money.percent(Decimal(pct)) == expected
+        assert str(money.percent(Decimal(pct))) == str(expected)
+
+
+def test_a_fingerprint_is_the_hash_of_the_sorted_json() -> None:
+    parsed = trade("T-1", "2026-03-02T10:00:00+01:00", "-12.50", commission="-0.70")
+    canonical = {
+        "symbol": parsed.symbol,
+        "side": parsed.side,
+        "volume": str(parsed.volume.normalize()),
+        "opened_at": parsed.opened_at.timestamp(),
+        "closed_at": parsed.closed_at.timestamp(),
+        "profit": "-12.50",
+        "commission": "-0.70",
+        "swap": "0.00",
+    }
+    expected = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:32]
+    assert parsed.fingerprint == expected
+
+
+_profits = st.decimals(min_value=-3000, max_value=3000, places=2).map(str)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    moves=st.lists(st.tuples(_profits, st.integers(0, 9), st.integers(0, 23)), max_size=25),
+    mode=st.sampled_from(["static", "trailing", "trailing_eod"]),
+)
+def test_a_decided_account_equals_a_replay_of_its_events(
+    moves: list[tuple[str, int, int]], mode: str
+) -> None:
+    account = open_account(max_loss_mode=mode, min_trading_days=2)
+    for number, (profit, day, hour) in enumerate(moves):
+        close(account, f"T-{number}", f"2026-03-{2 + day:02d}T{hour:02d}:30:00Z", profit)
+    replayed = replay(account)
+    assert "_decided" not in account.__dict__
+    assert replayed.state == account.state
+    assert replayed.trades == account.trades
+    assert replayed.status == account.status
+    assert replayed.board() == account.board()
