@@ -26,7 +26,7 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.domain import CanInitAggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 
 from domain import journal
@@ -39,7 +39,7 @@ from domain.payment import CHALLENGE, DEPOSIT, UNALLOCATED, Payment, WebhookDeli
 from domain.payout import Payout
 from domain.program import ProgramDefinition
 from domain.trade import Trade, parse_equity_mark
-from ledger import stripe_events
+from ledger import chain, stripe_events
 from ledger.config import database_url_to_env
 from ledger.grouping import TradeGrouper
 
@@ -126,9 +126,14 @@ class PropLedger(Application[UUID]):
         *,
         clock: Callable[[], datetime] | None = None,
         group_window_ms: float = 0,
+        stamp_events: bool = False,
     ) -> None:
         # The one clock of the ledger (payout timing, approval times); tests give their own.
         self.clock = clock or (lambda: datetime.now(UTC))
+        # Only `propledger demo` sets this: every save is stamped with the clock's instant
+        # (events, created/modified times, chain links), so a demo store's history carries
+        # simulated business time. The clock must never go back nor past the real now.
+        self.stamp_events = stamp_events
         settings = database_url_to_env(database_url)
         # Aggregates stay cached between commands and are fast-forwarded with the events
         # other processes recorded since; commands work on deep copies, so a command that
@@ -158,6 +163,8 @@ class PropLedger(Application[UUID]):
         """Every event of one save carries the save's instant (its first event's time), so
         a reading `as_of` any instant sees a save whole or not at all."""
         events = processing_event.events
+        if self.stamp_events and events:
+            return self._record_stamped(processing_event, self.clock().astimezone(UTC))
         if len(events) > 1:
             instant = min(event.timestamp for event in events)
             for event in events:
@@ -168,6 +175,20 @@ class PropLedger(Application[UUID]):
                     aggregate._created_on = instant
                 aggregate._modified_on = instant
         return super()._record(processing_event)
+
+    def _record_stamped(self, processing_event: Any, instant: datetime) -> Any:
+        """A save at `instant` of the ledger's clock instead of the wall clock."""
+        created = set()
+        for event in processing_event.events:
+            object.__setattr__(event, "timestamp", instant)
+            if isinstance(event, CanInitAggregate):
+                created.add(event.originator_id)
+        for aggregate in processing_event.aggregates.values():
+            if aggregate.id in created:
+                aggregate._created_on = instant
+            aggregate._modified_on = instant
+        with chain.recording_at(instant):
+            return super()._record(processing_event)
 
     def _save(self, *aggregates: Any) -> int | None:
         try:

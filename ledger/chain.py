@@ -24,7 +24,9 @@ outside the database: the chain head that `GET /v1/reports/audit` and every expo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -45,8 +47,27 @@ def link(
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# The instant links are recorded at when a ledger stamps its own times (a demo store's
+# simulated business time, `PropLedger(stamp_events=True)`); None: the wall clock.
+_recorded_at: ContextVar[str | None] = ContextVar("chain_recorded_at", default=None)
+
+
+def recorded_text(instant: datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@contextmanager
+def recording_at(instant: datetime) -> Iterator[None]:
+    """Links written inside carry `instant` (the save's events' time) as `recorded_at`."""
+    token = _recorded_at.set(recorded_text(instant))
+    try:
+        yield
+    finally:
+        _recorded_at.reset(token)
+
+
 def recorded_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _recorded_at.get() or recorded_text(datetime.now(UTC))
 
 
 def chain_links(
