@@ -34,6 +34,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.sql import SQL, Identifier
 
 GENESIS = "0" * 64
 
@@ -121,7 +122,38 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
 
 
 class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
-    """Writes each batch's links and the new head while the table lock is held."""
+    """Writes each batch's links and the new head while the table lock is held.
+
+    A save's events and its links each go in as one INSERT of a few arrays sent in
+    binary (`unnest`), not the library's array of composite values dumped as text nor one
+    statement per link: a 1,000-event save spent ~100 ms more in psycopg's dumpers."""
+
+    def __init__(self, datastore: Any, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        self._insert_arrays_statement = SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+            id_type=Identifier(self.datastore.originator_id_type),
+        )
+
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(
+            self._insert_arrays_statement,
+            (
+                [event.originator_id for event in stored_events],
+                [event.originator_version for event in stored_events],
+                [event.topic for event in stored_events],
+                [event.state for event in stored_events],
+            ),
+        )
 
     def _fetch_ids_after_insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -133,10 +165,10 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         curs.execute("SELECT hash FROM event_chain_head WHERE id = 1")
         row = curs.fetchone()
         links = chain_links(row["hash"] if row else GENESIS, positions, stored_events)
-        curs.executemany(
+        curs.execute(
             "INSERT INTO event_chain (position, stream_id, version, hash, recorded_at) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            links,
+            "SELECT * FROM unnest(%b::bigint[], %b::text[], %b::integer[], %b::text[], %b::text[])",
+            [list(column) for column in zip(*links, strict=True)],
         )
         curs.execute(
             "INSERT INTO event_chain_head (id, position, hash) VALUES (1, %s, %s) "
