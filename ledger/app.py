@@ -27,7 +27,9 @@ from uuid import UUID, uuid5
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import CanInitAggregate, DomainEventProtocol
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.postgres import PostgresAggregateRecorder
+from psycopg.sql import SQL, Identifier
 
 from domain import journal
 from domain.account import TradingAccount
@@ -668,22 +670,30 @@ class PropLedger(Application[UUID]):
     def _apply_batch(
         self, items: list[Any], actor: str | None
     ) -> tuple[list[BatchResult], int | None]:
-        accounts: dict[str, _BatchAccount] = {}
-        results: list[BatchResult] = []
+        # One entry per account however its id is spelt (case, braces, hyphens), loaded
+        # together before any trade is decided.
+        keys: list[tuple[str, str] | None] = []
+        first_spelling: dict[str, str] = {}
         for item in items:
             if not isinstance(item, dict):
-                results.append(_rejected("", None, InvalidInput("a trade must be an object")))
+                keys.append(None)
                 continue
             raw_account_id = item.get("account_id")
             account_key = raw_account_id if isinstance(raw_account_id, str) else ""
-            # One entry per account however its id is spelt (case, braces, hyphens).
             canonical = _canonical_id(account_key)
+            first_spelling.setdefault(canonical, account_key)
+            keys.append((account_key, canonical))
+        accounts = self._load_for_batch(first_spelling)
+        results: list[BatchResult] = []
+        for item, key in zip(items, keys, strict=True):
+            if key is None:
+                results.append(_rejected("", None, InvalidInput("a trade must be an object")))
+                continue
+            account_key, canonical = key
             trade_body = {key: value for key, value in item.items() if key != "account_id"}
             raw_trade_id = trade_body.get("trade_id")
             trade_id = raw_trade_id if isinstance(raw_trade_id, str) else None
-            entry = accounts.get(canonical)
-            if entry is None:
-                entry = accounts[canonical] = self._load_for_batch(account_key)
+            entry = accounts[canonical]
             if entry.account is None:
                 assert entry.error is not None
                 results.append(_rejected(account_key, trade_id, entry.error))
@@ -705,11 +715,53 @@ class PropLedger(Application[UUID]):
                 to_save.extend(entry.opened)
         return results, self._save(*to_save)
 
-    def _load_for_batch(self, account_id: str) -> _BatchAccount:
-        try:
-            return _BatchAccount(self._command_account(account_id))
-        except DomainError as error:
-            return _BatchAccount(None, error)
+    def _load_for_batch(self, first_spelling: dict[str, str]) -> dict[str, _BatchAccount]:
+        """Every account of a batch, as the store has it now, in a few queries.
+
+        This process's last-saved copies are brought up to date with the events recorded
+        since (by another API process, say) in one query for all of them, and accounts
+        it does not hold are read from their latest snapshot and the events after it:
+        one query for the snapshots, the same one for the events. Deciding on current
+        accounts, batches sent to several processes do not collide on stale copies; a
+        true race still collides on the version and is retried.
+
+        `first_spelling` maps each canonical id to the spelling that came first in the
+        batch (what errors name); the result is keyed by canonical id."""
+        entries: dict[str, _BatchAccount] = {}
+        wanted: dict[UUID, tuple[str, str]] = {}
+        for canonical, spelling in first_spelling.items():
+            try:
+                wanted[_parse_uuid(spelling, "account")] = (canonical, spelling)
+            except DomainError as error:
+                entries[canonical] = _BatchAccount(None, error)
+        loaded: dict[UUID, Any] = {}
+        cold: list[UUID] = []
+        for aggregate_id in wanted:
+            copy = self._hot.copy_of(aggregate_id)
+            if copy is None:
+                cold.append(aggregate_id)
+            else:
+                loaded[aggregate_id] = copy
+        if cold:
+            assert self.snapshots is not None
+            for stored in _latest_snapshots(self.snapshots.recorder, cold):
+                snapshot: Any = self.snapshots.mapper.to_domain_event(stored)
+                loaded[snapshot.originator_id] = snapshot.mutate(None)
+        after = {aggregate_id: 0 for aggregate_id in cold}
+        after.update({aggregate_id: account.version for aggregate_id, account in loaded.items()})
+        mapper = self.mapper
+        for stored in _events_after(self.recorder, after):
+            event: Any = mapper.to_domain_event(stored)
+            loaded[event.originator_id] = event.mutate(loaded.get(event.originator_id))
+        for aggregate_id, (canonical, spelling) in wanted.items():
+            account = loaded.get(aggregate_id)
+            if isinstance(account, TradingAccount):
+                entries[canonical] = _BatchAccount(account)
+            else:
+                missing = NotFound(f"account {spelling} not found", code="unknown_account")
+                entries[canonical] = _BatchAccount(None, missing)
+        # In the batch's order of first appearance, as the save's order of events.
+        return {canonical: entries[canonical] for canonical in first_spelling}
 
     # Reads --------------------------------------------------------------------------
 
@@ -754,6 +806,62 @@ def _canonical_id(value: str) -> str:
         return str(UUID(value))
     except (ValueError, TypeError, AttributeError):
         return value
+
+
+def _latest_snapshots(recorder: Any, ids: list[UUID]) -> list[StoredEvent]:
+    """The newest snapshot of each of `ids` that has one."""
+    if isinstance(recorder, PostgresAggregateRecorder):
+        query = SQL(
+            "SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, "
+            "state FROM {schema}.{table} WHERE originator_id = ANY(%b::{id_type}[]) "
+            "ORDER BY originator_id, originator_version DESC"
+        ).format(
+            schema=Identifier(recorder.datastore.schema),
+            table=Identifier(recorder.events_table_name),
+            id_type=Identifier(recorder.datastore.originator_id_type),
+        )
+        return _select_stored(recorder, query, (ids,))
+    found = []
+    for aggregate_id in ids:
+        found.extend(recorder.select_events(aggregate_id, desc=True, limit=1))
+    return found
+
+
+def _events_after(recorder: Any, after: dict[UUID, int]) -> list[StoredEvent]:
+    """The events of each aggregate in `after` past the version given, in order."""
+    if not after:
+        return []
+    if isinstance(recorder, PostgresAggregateRecorder):
+        query = SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+            "FROM unnest(%b::{id_type}[], %b::bigint[]) AS k(id, after) "
+            "JOIN {schema}.{table} e ON e.originator_id = k.id "
+            "AND e.originator_version > k.after "
+            "ORDER BY e.originator_id, e.originator_version"
+        ).format(
+            schema=Identifier(recorder.datastore.schema),
+            table=Identifier(recorder.events_table_name),
+            id_type=Identifier(recorder.datastore.originator_id_type),
+        )
+        return _select_stored(recorder, query, (list(after), list(after.values())))
+    found = []
+    for aggregate_id, version in after.items():
+        found.extend(recorder.select_events(aggregate_id, gt=version))
+    return found
+
+
+def _select_stored(recorder: Any, query: Any, params: tuple[Any, ...]) -> list[StoredEvent]:
+    with recorder.datastore.get_connection() as connection, connection.cursor() as cursor:
+        cursor.execute(query, params)
+        return [
+            StoredEvent(
+                originator_id=row["originator_id"],
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=bytes(row["state"]),
+            )
+            for row in cursor.fetchall()
+        ]
 
 
 def _payment_id(payment_ref: str) -> UUID:

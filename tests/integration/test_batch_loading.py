@@ -1,0 +1,176 @@
+"""A batch loads its accounts together, current with the store, whoever wrote them last.
+
+Two `PropLedger`s on one database stand for two API processes. The batch mixes accounts
+this process last saved and another process has written since, accounts it last saved
+that nobody touched, accounts it never held (one long enough to load from a snapshot),
+a trade the other process already recorded, and ids that name no account.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ledger.app import SNAPSHOT_EVERY, PropLedger
+from ledger.migrate import migrate
+from tests.support import program_body, purchase_body, trade_body, uid
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return sqlite_url
+
+
+def item(account_id: str, trade_id: str, profit: str = "1.00") -> dict[str, Any]:
+    return {"account_id": account_id, **trade_body(trade_id, profit=profit)}
+
+
+def full_replay(ledger: PropLedger, account_id: Any) -> Any:
+    account = None
+    for event in ledger.events.get(account_id):
+        account = event.mutate(account)
+    return account
+
+
+class CountingSaves:
+    """Counts the ledger's calls to save(): a batch that collided would save twice."""
+
+    def __init__(self, ledger: PropLedger) -> None:
+        self.calls = 0
+        original = ledger.save
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        ledger.save = counted  # type: ignore[method-assign]
+
+
+def test_a_batch_decides_on_accounts_as_the_store_has_them(url: str) -> None:
+    migrate(url)
+    mine = PropLedger(url)  # this API process
+    other = PropLedger(url)  # another one on the same database
+    try:
+        program = program_body(uid("batch-"))
+        mine.define_program(program)
+        pid = program["program_id"]
+        # Opened here: this process holds them as it saved them.
+        stale, current = (
+            str(mine.purchase(purchase_body(pid)).account.id),
+            str(mine.purchase(purchase_body(pid)).account.id),
+        )
+        mine.record_trades_batch([item(stale, "S-1"), item(current, "C-1")])
+        # Opened by the other process: never held here; one is long enough for a snapshot.
+        never = str(other.purchase(purchase_body(pid)).account.id)
+        long = str(other.purchase(purchase_body(pid)).account.id)
+        for start in range(0, SNAPSHOT_EVERY + 10, 100):
+            count = min(100, SNAPSHOT_EVERY + 10 - start)
+            results, _ = other.record_trades_batch(
+                [
+                    item(long, f"L-{n}", "1.00" if n % 2 else "-1.00")
+                    for n in range(start, start + count)
+                ]
+            )
+            assert {r.result for r in results} == {"created"}
+        assert other.snapshots is not None
+        assert list(other.snapshots.get(other.account(long).id))
+        # The other process writes to an account this one holds: its copy is now stale.
+        other.record_trade(stale, trade_body("S-2", profit="-2.50"))
+        other.record_trade(stale, trade_body("S-3", profit="4.00"))
+
+        saves = CountingSaves(mine)
+        upper = stale.upper()  # the same account spelt otherwise
+        results, position = mine.record_trades_batch(
+            [
+                item(stale, "S-4"),
+                item(current, "C-2"),
+                item(never, "N-1"),
+                item(long, "L-last"),
+                {"account_id": upper, **trade_body("S-3", profit="4.00")},  # S-3 again
+                item("not-a-uuid", "X-1"),
+                item("00000000-0000-4000-8000-000000000000", "X-2"),
+                item(upper, "S-5"),
+            ]
+        )
+        assert [(r.account_id, r.trade_id, r.result) for r in results] == [
+            (stale, "S-4", "created"),
+            (current, "C-2", "created"),
+            (never, "N-1", "created"),
+            (long, "L-last", "created"),
+            (upper, "S-3", "duplicate"),
+            ("not-a-uuid", "X-1", "rejected"),
+            ("00000000-0000-4000-8000-000000000000", "X-2", "rejected"),
+            (upper, "S-5", "created"),
+        ]
+        codes = [(r.error or {}).get("code") for r in results[5:7]]
+        assert codes == ["unknown_account", "unknown_account"]
+        assert position is not None
+        # Decided on current accounts: one save, no collision with the other's writes.
+        assert saves.calls == 1
+
+        fresh = PropLedger(url)
+        try:
+            for account_id, trades in (
+                (stale, ["S-1", "S-2", "S-3", "S-4", "S-5"]),
+                (current, ["C-1", "C-2"]),
+                (never, ["N-1"]),
+            ):
+                stored = fresh.account(account_id)
+                assert sorted(stored.trades) == sorted(trades)
+                assert stored.version == 1 + len(trades)
+                replayed = full_replay(fresh, stored.id)
+                assert stored.state == replayed.state
+            stored_long = fresh.account(long)
+            assert stored_long.version == SNAPSHOT_EVERY + 12
+            assert stored_long.state == full_replay(fresh, stored_long.id).state
+            assert stored_long.trades == full_replay(fresh, stored_long.id).trades
+            # Balance of the stale account: 1.00 - 2.50 + 4.00 + 1.00 + 1.00 on 100,000.
+            assert str(fresh.account(stale).state.balance.amount) == "100004.50"
+        finally:
+            fresh.close()
+    finally:
+        mine.close()
+        other.close()
+
+
+def test_a_batch_retried_after_a_true_race_records_each_trade_once(url: str) -> None:
+    """The other process commits between this batch's load and its save: the save
+    collides, the retry reloads, and every trade is recorded once."""
+    migrate(url)
+    mine = PropLedger(url)
+    other = PropLedger(url)
+    try:
+        program = program_body(uid("race-"))
+        mine.define_program(program)
+        pid = program["program_id"]
+        accounts = [str(mine.purchase(purchase_body(pid)).account.id) for _ in range(3)]
+        original = mine._load_for_batch
+        raced = []
+
+        def load_then_race(first_spelling: dict[str, str]) -> Any:
+            loaded = original(first_spelling)
+            if not raced:
+                raced.append(True)
+                other.record_trade(accounts[1], trade_body("RACE-1"))
+            return loaded
+
+        mine._load_for_batch = load_then_race  # type: ignore[method-assign]
+        saves = CountingSaves(mine)
+        results, _ = mine.record_trades_batch(
+            [item(a, f"B-{n}") for n, a in enumerate(accounts)]
+            + [item(accounts[1], "RACE-1", "100.00")]
+        )
+        assert [r.result for r in results] == ["created", "created", "created", "duplicate"]
+        assert saves.calls == 2  # the collision, then the retry
+        fresh = PropLedger(url)
+        try:
+            assert sorted(fresh.account(accounts[1]).trades) == ["B-1", "RACE-1"]
+            assert [fresh.account(a).version for a in accounts] == [2, 3, 2]
+        finally:
+            fresh.close()
+    finally:
+        mine.close()
+        other.close()
