@@ -140,9 +140,12 @@ def same_origin(request: Request) -> bool:
 async def read_form(request: Request) -> dict[str, str]:
     """An urlencoded form body as single-valued fields; raises ValueError when malformed."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if not raw and not content_type:
+        return {}  # an empty form: no field at all (so no CSRF field either)
     if content_type != "application/x-www-form-urlencoded":
         raise ValueError("the console accepts urlencoded forms only")
-    body = (await request.body()).decode("utf-8")
+    body = raw.decode("utf-8")
     pairs = parse_qsl(
         body, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FORM_FIELDS
     )

@@ -65,11 +65,13 @@ def secure_cookies(request: Request) -> bool:
 
 
 def home_of(session: Session) -> str:
-    """The first view the session's roles open."""
-    for href, _, roles in _NAV:
-        if session.can(*roles):
-            return href
-    return "/console/login"
+    """Where a session starts: the payout queue for finance people, the audit view for
+    auditors, else the risk board (every staff role sees it)."""
+    if session.can(*FINANCE_VIEW):
+        return "/console/finance"
+    if session.can("auditor"):
+        return "/console/audit"
+    return "/console/risk"
 
 
 def page(

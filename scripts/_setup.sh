@@ -102,6 +102,47 @@ _pl_install() {
     printf '%s\n' "$want" >"$PROPLEDGER_STAMP"
 }
 
+# propledger_ensure_chromium: Debian's chromium for the browser tests (tests/browser/),
+# installed with apt-get when it is missing: as root directly, else through `sudo -n`.
+# When it cannot be installed (not root, no passwordless sudo, no apt-get), it says why
+# and returns 0: the browser tests then skip with that reason (under CI=true they fail).
+# PROPLEDGER_CHROMIUM (default /usr/bin/chromium) names the binary to look for;
+# PROPLEDGER_SETUP_DRY_RUN=1 prints the commands instead of running them.
+propledger_ensure_chromium() {
+    local chromium="${PROPLEDGER_CHROMIUM:-/usr/bin/chromium}" log
+    local -a as_root=()
+    [[ -x $chromium ]] && return 0
+    if ! command -v apt-get >/dev/null 2>&1; then
+        _pl_err "chromium is missing ($chromium) and there is no apt-get: the browser tests will be skipped"
+        return 0
+    fi
+    if [[ $(id -u) != 0 ]]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
+            as_root=(sudo -n)
+        else
+            _pl_err "chromium is missing ($chromium); installing it needs root or passwordless sudo:"
+            _pl_err "  apt-get update && apt-get install -y --no-install-recommends chromium"
+            _pl_err "the browser tests will be skipped (under CI=true they fail)"
+            return 0
+        fi
+    fi
+    local -a update=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq)
+    local -a install=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq --no-install-recommends chromium)
+    if [[ -n ${PROPLEDGER_SETUP_DRY_RUN-} ]]; then
+        printf 'dry run: %s\n' "${update[*]}" "${install[*]}"
+        return 0
+    fi
+    _pl_err "installing Debian's chromium for the browser tests (apt-get, once)"
+    log="$(mktemp)"
+    if ! { "${update[@]}" && "${install[@]}"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        _pl_err "apt-get could not install chromium (log above): the browser tests will be skipped"
+    fi
+    rm -f "$log"
+    return 0
+}
+
 # propledger_setup [EXTRAS]: make .venv ready; EXTRAS is e.g. "dev" or empty.
 propledger_setup() {
     _pl_ensure_venv || return 1
