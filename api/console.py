@@ -64,6 +64,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static" / "console"
 RISK_PAGE_SIZE = 50
 MAX_RISK_PAGE = 1000
 EVENTS_PAGE = 100
+MAX_CHART_EVENTS = 20_000
 MAX_QUERY_LENGTH = 128
 
 RiskViewer = Annotated[Session, viewer(*RISK_VIEW)]
@@ -229,9 +230,11 @@ def _audit_routes(router: APIRouter) -> None:
             current = ledger.account(account_id)
         except NotFound:
             return problem(request, session, 404, "Not found", f"No account {account_id}.")
-        # Every event once, for the chart; the table pages through them like the API.
-        history = list(ledger.events.get(current.id))
-        shown = [event for event in history if after < event.originator_version][:EVENTS_PAGE]
+        # The table pages through the events as the API does; the chart reads the latest
+        # MAX_CHART_EVENTS of them once (thinned for drawing).
+        shown = ledger.account_events(account_id, after_version=after, limit=EVENTS_PAGE)
+        chart_from = max(0, current.version - MAX_CHART_EVENTS)
+        history = list(ledger.events.get(current.id, gt=chart_from))
         links = stream_links(
             request.app.state.database, str(current.id), after, after + EVENTS_PAGE
         )
@@ -248,6 +251,7 @@ def _audit_routes(router: APIRouter) -> None:
             title=f"Account {current.id}",
             account=account_state(current),
             chart=chart(points_from_events(history), current.currency),
+            chart_from_version=chart_from + 1,
             events=events,
             after_version=after,
             next_after=last if len(events) == EVENTS_PAGE and last < current.version else None,
