@@ -74,6 +74,7 @@ class ProjectionRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._tracked: set[str] = set()
         self.last_error: BaseException | None = None
 
     # Positions ----------------------------------------------------------------------
@@ -84,8 +85,19 @@ class ProjectionRunner:
         )
         return int(rows[0]["position"]) if rows else 0
 
+    def positions(self) -> dict[str, int]:
+        """Every projection's tracked position, in one query (0 when not tracked yet)."""
+        names = [projection.name for projection in self.projections]
+        marks = ", ".join("?" for _ in names)
+        rows = self.database.query(
+            f"SELECT projection, position FROM projection_tracking WHERE projection IN ({marks})",
+            names,
+        )
+        found = {row["projection"]: int(row["position"]) for row in rows}
+        return {name: found.get(name, 0) for name in names}
+
     def lowest_position(self) -> int:
-        return min(self.position(projection.name) for projection in self.projections)
+        return min(self.positions().values())
 
     def wait_for(self, position: int, timeout: float = 10.0) -> bool:
         """Blocks until every projection has processed the log up to `position`."""
@@ -102,9 +114,27 @@ class ProjectionRunner:
 
     # Processing ---------------------------------------------------------------------
 
-    def run_once(self, until: int | None = None) -> int:
-        """Processes at most one page per projection; returns the events read."""
-        return sum(self._process_page(projection, until) for projection in self.projections)
+    def run_once(self, until: int | None = None, *, skip_busy: bool = False) -> int:
+        """Processes at most one page of the log for every projection; returns the
+        events read. `skip_busy` (PostgreSQL): leave projections another runner is
+        processing right now to it instead of waiting for it."""
+        try:
+            return self._process_page(self.projections, until, skip_busy=skip_busy)
+        except Exception:
+            if len(self.projections) == 1:
+                raise
+        # A projection failed the shared page (rolled back whole): each on its own now,
+        # so one that keeps failing does not hold the others back; its error is raised.
+        processed = 0
+        failure: Exception | None = None
+        for projection in self.projections:
+            try:
+                processed += self._process_page([projection], until, skip_busy=skip_busy)
+            except Exception as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+        return processed
 
     def catch_up(self, until: int | None = None) -> int:
         """Processes the log up to `until` (or its end); returns the events read."""
@@ -113,33 +143,100 @@ class ProjectionRunner:
             total += processed
         return total
 
-    def _process_page(self, projection: Projection, until: int | None = None) -> int:
-        start = self.position(projection.name)
-        if until is not None and start >= until:
+    def _process_page(
+        self,
+        projections: Sequence[Projection],
+        until: int | None = None,
+        *,
+        skip_busy: bool = False,
+    ) -> int:
+        """One page of the log, read and decoded once, for every projection that is not
+        past it, written with their positions in one transaction.
+
+        PostgreSQL: the projections' tracking rows are locked first, and the page is read
+        and written under those locks, so a second runner never repeats the work: it
+        waits, or with `skip_busy` leaves the locked projections to the first. SQLite:
+        the page is read without holding the database's one write lock, then written only
+        for projections whose position did not move meanwhile."""
+        self._ensure_tracked(projections)
+        if self.database.dialect == "postgres":
+            with self.database.transaction() as cursor:
+                positions = _lock_positions(
+                    self.database, cursor, [p.name for p in projections], skip_locked=skip_busy
+                )
+                page = self._read_page(projections, positions, until)
+                if page is None:
+                    return 0
+                self._write_page(cursor, projections, positions, page)
+                return len(page.notifications)
+        names = [p.name for p in projections]
+        read = self._positions_of(names)
+        page = self._read_page(projections, read, until)
+        if page is None:
             return 0
+        with self.database.transaction() as cursor:
+            now = _lock_positions(self.database, cursor, names)
+            # Another runner committed some of this page first: theirs stands.
+            unmoved = {name: at for name, at in read.items() if now.get(name) == at}
+            self._write_page(cursor, projections, unmoved, page)
+        return len(page.notifications)
+
+    def _ensure_tracked(self, projections: Sequence[Projection]) -> None:
+        missing = [p.name for p in projections if p.name not in self._tracked]
+        if not missing:
+            return
+        with self.database.transaction() as cursor:
+            cursor.executemany(
+                "INSERT INTO projection_tracking (projection, position) VALUES (?, 0) "
+                "ON CONFLICT (projection) DO NOTHING",
+                [(name,) for name in missing],
+            )
+        self._tracked.update(missing)
+
+    def _positions_of(self, names: list[str]) -> dict[str, int]:
+        marks = ", ".join("?" for _ in names)
+        rows = self.database.query(
+            f"SELECT projection, position FROM projection_tracking WHERE projection IN ({marks})",
+            names,
+        )
+        return {row["projection"]: int(row["position"]) for row in rows}
+
+    def _read_page(
+        self, projections: Sequence[Projection], positions: dict[str, int], until: int | None
+    ) -> _Page | None:
+        behind = [
+            positions[p.name]
+            for p in projections
+            if p.name in positions and (until is None or positions[p.name] < until)
+        ]
+        if not behind:
+            return None
         notifications = self.source.recorder.select_notifications(
-            start=start + 1, limit=self.batch_size, stop=until
+            start=min(behind) + 1, limit=self.batch_size, stop=until
         )
         if not notifications:
-            return 0
-        mapper = self.source.mapper
-        events = [
-            (notification.id, mapper.to_domain_event(notification))
-            for notification in notifications
-            if projection.handles(notification.topic)
-        ]
-        end = notifications[-1].id
-        with self.database.transaction() as cursor:
-            if _lock_position(self.database, cursor, projection.name) != start:
-                # Another runner committed this page first: nothing written here, but the
-                # log moved on, so a catch-up keeps going from the new position.
-                return len(notifications)
-            projection.apply(cursor, events)
-            cursor.execute(
-                "UPDATE projection_tracking SET position = ? WHERE projection = ?",
-                (end, projection.name),
+            return None
+        return _Page(notifications, self.source.mapper)
+
+    @staticmethod
+    def _write_page(
+        cursor: Cursor,
+        projections: Sequence[Projection],
+        positions: dict[str, int],
+        page: _Page,
+    ) -> None:
+        end = page.notifications[-1].id
+        moved = []
+        for projection in projections:
+            start = positions.get(projection.name)
+            if start is None or start >= end:
+                continue  # busy elsewhere, moved meanwhile, or already past this page
+            projection.apply(cursor, page.events_for(projection, start))
+            moved.append((end, projection.name))
+        if moved:
+            cursor.executemany(
+                "UPDATE projection_tracking SET position = ? WHERE projection = ?", moved
             )
-        return len(notifications)
 
     def rebuild(self, projection: Projection, until: int | None = None) -> int:
         """Empties the projection and replays the log (up to `until`) into it."""
@@ -151,7 +248,7 @@ class ProjectionRunner:
                 (projection.name,),
             )
         total = 0
-        while (processed := self._process_page(projection, until)) > 0:
+        while (processed := self._process_page([projection], until)) > 0:
             total += processed
         return total
 
@@ -162,7 +259,7 @@ class ProjectionRunner:
         subscription), and wakes at once when a reader is waiting."""
         while not self._stop.is_set():
             try:
-                processed = self.run_once()
+                processed = self.run_once(skip_busy=True)
                 self.last_error = None
             except Exception as error:
                 self.last_error = error
@@ -195,6 +292,26 @@ class ProjectionRunner:
             self._thread = None
 
 
+class _Page:
+    """A page of the log; each event is decoded once, when a projection first needs it."""
+
+    def __init__(self, notifications: Sequence[Any], mapper: Mapper) -> None:
+        self.notifications = notifications
+        self._mapper = mapper
+        self._events: dict[int, Any] = {}
+
+    def events_for(self, projection: Projection, after: int) -> list[tuple[int, Any]]:
+        events = []
+        for notification in self.notifications:
+            if notification.id <= after or not projection.handles(notification.topic):
+                continue
+            event = self._events.get(notification.id)
+            if event is None:
+                event = self._events[notification.id] = self._mapper.to_domain_event(notification)
+            events.append((notification.id, event))
+        return events
+
+
 def _lock_position(database: Database, cursor: Cursor, name: str) -> int:
     """Reads the tracked position inside the writing transaction, holding it locked."""
     cursor.execute(
@@ -202,8 +319,19 @@ def _lock_position(database: Database, cursor: Cursor, name: str) -> int:
         "ON CONFLICT (projection) DO NOTHING",
         (name,),
     )
-    select = "SELECT position FROM projection_tracking WHERE projection = ?"
+    return _lock_positions(database, cursor, [name])[name]
+
+
+def _lock_positions(
+    database: Database, cursor: Cursor, names: list[str], *, skip_locked: bool = False
+) -> dict[str, int]:
+    """The tracked positions of `names`, locked until the transaction ends (PostgreSQL;
+    SQLite's write transaction holds the whole database). With `skip_locked`, rows
+    another transaction holds are left out."""
+    marks = ", ".join("?" for _ in names)
+    select = f"SELECT projection, position FROM projection_tracking WHERE projection IN ({marks})"
     if database.dialect == "postgres":
-        select += " FOR UPDATE"
-    rows = cursor.execute(select, (name,))
-    return int(rows[0]["position"])
+        select += " ORDER BY projection FOR UPDATE"
+        if skip_locked:
+            select += " SKIP LOCKED"
+    return {row["projection"]: int(row["position"]) for row in cursor.execute(select, names)}

@@ -225,7 +225,7 @@ def test_a_page_that_fails_midway_changes_nothing_and_the_next_run_applies_it_on
 
     monkeypatch.setattr(AccountBoard, "apply", apply_then_fail)
     with pytest.raises(RuntimeError, match="after writing"):
-        runner.run_once()
+        ProjectionRunner(ledger, database, [board]).run_once()
     assert runner.position("account_board") == board_position
     assert all_rows(database) == rows_before
     monkeypatch.undo()
