@@ -38,6 +38,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     applied = migrate(settings.database_url)
     if applied:
         print(f"propledger: applied migrations {', '.join(applied)}", file=sys.stderr)
+    if args.demo:
+        _serve_demo(settings, f"http://{args.host}:{args.port}")
     where = sqlite_path(settings.database_url)
     store = f"SQLite file {where}" if where else "PostgreSQL"
     print(
@@ -310,6 +312,119 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_secret(settings: Settings) -> tuple[str, str]:
+    """The secret the demo signs its Stripe webhooks with, and where it came from."""
+    import secrets
+
+    if settings.stripe_webhook_secret:
+        return settings.stripe_webhook_secret, "signed with STRIPE_WEBHOOK_SECRET"
+    return (
+        "whsec_demo_" + secrets.token_hex(24),
+        "signed with a one-off demo secret: STRIPE_WEBHOOK_SECRET is not set",
+    )
+
+
+def _demo_progress() -> Any:
+    """A bar on standard error, redrawn in place on a terminal; elsewhere a line per tenth."""
+    terminal = sys.stderr.isatty()
+    shown: dict[str, int] = {}
+
+    def show(phase: str, done: int, total: int, note: str) -> None:
+        fraction = done / total if total else 1.0
+        percent = f"{int(fraction * 100):3d}%"  # floored: 100% only when done
+        if terminal:
+            filled = int(fraction * 30)
+            bar = "#" * filled + "-" * (30 - filled)
+            line = f"\rdemo {phase:<11} [{bar}] {percent} {note}"
+            print(f"{line:<100}", end="", file=sys.stderr, flush=True)
+            if done >= total:
+                print(file=sys.stderr)
+            return
+        tenth = int(fraction * 10)
+        if shown.get(phase, -1) < tenth:
+            shown[phase] = tenth
+            print(f"demo {phase}: {percent} {note}".rstrip(), file=sys.stderr, flush=True)
+
+    return show
+
+
+def _demo_tokens(settings: Settings, base_url: str) -> list[str]:
+    """Ready-to-paste console sign-in tokens for the demo's staff (valid for a day)."""
+    from api.auth import mint_token
+    from api.demo import USERS
+
+    secret = settings.jwt_secret()
+    lines = [f"console: {base_url}/console (paste a token to sign in; each is valid for a day)"]
+    for sub, role in USERS:
+        token = mint_token(secret, sub=sub, roles=[role], ttl=86_400)
+        lines.append(f"  {role:<9} {sub:<7} {token}")
+    return lines
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from api.demo import (
+        APPROVER,
+        AUDITOR,
+        FINANCE,
+        DemoError,
+        DemoOptions,
+        build_demo,
+        parse_until,
+    )
+
+    settings = _settings()
+    secret, source = _demo_secret(settings)
+    try:
+        until = parse_until(args.until) if args.until else None
+        options = DemoOptions(args.traders, args.days, args.seed, until)
+        summary = build_demo(
+            settings.database_url,
+            options,
+            webhook_secret=secret,
+            secret_source=source,
+            progress=_demo_progress(),
+        )
+    except DemoError as error:
+        print(f"propledger demo: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(summary.lines()))
+    steps = [
+        ("propledger serve", "then open http://127.0.0.1:8000/console, paste a token:"),
+        (f"propledger token --sub {FINANCE} --roles finance --ttl 86400",
+         "finance: the payout queue, reports"),
+        (f"propledger token --sub {APPROVER} --roles approver --ttl 86400",
+         f"approver: approves what {FINANCE} or a trader asked for"),
+        (f"propledger token --sub {AUDITOR} --roles auditor --ttl 86400",
+         "auditor: timelines, events, verify"),
+        ("propledger audit verify", "the hash chain and every projection against a replay"),
+    ]  # fmt: skip
+    width = max(len(command) for command, _ in steps)
+    print("look at it:")
+    for command, what in steps:
+        print(f"  {command:<{width}}  {what}")
+    return 0
+
+
+def _serve_demo(settings: Settings, base_url: str) -> None:
+    """`serve --demo`: a small firm into an empty store (a store with events is served as
+    it is), then tokens to sign in with."""
+    from api.demo import SERVE_DAYS, SERVE_TRADERS, DemoError, DemoOptions, build_demo
+
+    secret, source = _demo_secret(settings)
+    try:
+        summary = build_demo(
+            settings.database_url,
+            DemoOptions(SERVE_TRADERS, SERVE_DAYS),
+            webhook_secret=secret,
+            secret_source=source,
+            progress=_demo_progress(),
+        )
+        print("\n".join(summary.lines()), file=sys.stderr)
+    except DemoError as error:
+        print(f"propledger: no demo built ({error}); serving the store as it is", file=sys.stderr)
+    print("\n".join(_demo_tokens(settings, base_url)), file=sys.stderr, flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="propledger", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -320,7 +435,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=1, help="API processes on this port (one per core)"
     )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="first build a small demo firm into an empty store, print sign-in tokens",
+    )
     serve.set_defaults(run=cmd_serve)
+
+    demo = commands.add_parser(
+        "demo", help="build a realistic demo firm (traders, trades, payouts) in an empty store"
+    )
+    demo.add_argument("--traders", type=int, default=500, help="traders who buy challenges")
+    demo.add_argument("--days", type=int, default=60, help="calendar days of history")
+    demo.add_argument("--seed", type=int, default=7, help="the same seed builds the same firm")
+    demo.add_argument(
+        "--until", default=None, help="end of the history: a date or RFC 3339 instant (now)"
+    )
+    demo.set_defaults(run=cmd_demo)
 
     token = commands.add_parser("token", help="print a signed bearer token")
     token.add_argument("--sub", required=True, help="who the token names (recorded as actor)")
