@@ -167,11 +167,11 @@ class Money:
 
     def __add__(self, other: Money) -> Money:
         self._check(other)
-        return Money(self.amount + other.amount, self.currency)
+        return _sum(self.amount, other.amount, self.amount + other.amount, self.currency)
 
     def __sub__(self, other: Money) -> Money:
         self._check(other)
-        return Money(self.amount - other.amount, self.currency)
+        return _sum(self.amount, other.amount, self.amount - other.amount, self.currency)
 
     def __neg__(self) -> Money:
         return Money(-self.amount, self.currency)
@@ -221,3 +221,19 @@ def _percent(
     balance (its floors, its target) on every trade. The result depends only on the
     values (Money is immutable), so a remembered one is the one that would be computed."""
     return Money.rounded(amount * pct / 100, currency)
+
+
+_EXACT_BOUND = Decimal(10) ** 20
+
+
+def _sum(a: Decimal, b: Decimal, result: Decimal, currency: str) -> Money:
+    """Money from the sum or difference of two amounts of `currency`. Both are already at
+    the currency's minor unit (at most 4 places); below 10^20 each, their sum has at most
+    25 digits, so Decimal computed it exactly at that same exponent: exactly what the
+    checks of Money() would keep, so they are skipped. Larger amounts take them."""
+    if -_EXACT_BOUND < a < _EXACT_BOUND and -_EXACT_BOUND < b < _EXACT_BOUND:
+        money = object.__new__(Money)
+        object.__setattr__(money, "amount", result)
+        object.__setattr__(money, "currency", currency)
+        return money
+    return Money(result, currency)

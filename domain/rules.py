@@ -228,15 +228,23 @@ def after_trade(
     last_trade_at = (
         closed_at if state.last_trade_at is None else max(state.last_trade_at, closed_at)
     )
-    return replace(
-        state,
+    # Spelt out rather than dataclasses.replace(): the same state, built without the
+    # field-by-field introspection that was a sixth of deciding a trade.
+    return AccountState(
+        initial_balance=state.initial_balance,
         balance=balance,
-        daily_pnl=daily_pnl,
+        withdrawn=state.withdrawn,
         high_water_mark=high_water_mark,
         max_loss_floor=_max_loss_floor(
             state.initial_balance, high_water_mark, state.max_loss_floor, rules
         ),
+        day_start_balance=state.day_start_balance,
+        day_start_equity=state.day_start_equity,
+        current_day=state.current_day,
         last_trade_at=last_trade_at,
+        last_mark_value=state.last_mark_value,
+        last_mark_at=state.last_mark_at,
+        daily_pnl=daily_pnl,
     )
 
 

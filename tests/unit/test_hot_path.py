@@ -79,3 +79,27 @@ def test_a_decided_account_equals_a_replay_of_its_events(
     assert replayed.trades == account.trades
     assert replayed.status == account.status
     assert replayed.board() == account.board()
+
+
+_amounts = st.decimals(min_value=-(10**22), max_value=10**22, places=2, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=_amounts, b=_amounts)
+def test_sums_of_money_equal_money_built_and_checked_from_the_sum(a: Decimal, b: Decimal) -> None:
+    left, right = Money(a, "USD"), Money(b, "USD")
+    for result, expected in ((left + right, a + b), (left - right, a - b)):
+        checked = Money(expected, "USD")
+        assert result == checked
+        assert repr(result) == repr(checked)  # the same digits, exponent and sign
+        assert hash(result) == hash(checked)
+
+
+def test_after_trade_spells_out_every_field_of_the_state() -> None:
+    # rules.after_trade builds AccountState field by field (faster than replace()): a
+    # field added to AccountState must be added there too.
+    import dataclasses
+
+    from domain.rules import AccountState
+
+    assert len(dataclasses.fields(AccountState)) == 12
