@@ -547,7 +547,12 @@ def bench_payout_report(url: str, rows: int, reps: int) -> list[float]:
 # One backend ---------------------------------------------------------------------------------
 
 
-def run_backend(backend: str, sizes: Sizes, admin_url: str) -> dict[str, Any]:
+GROUPS = ("http", "raw", "reads", "replay", "report")
+
+
+def run_backend(
+    backend: str, sizes: Sizes, admin_url: str, only: tuple[str, ...] = GROUPS
+) -> dict[str, Any]:
     figures = Figures()
     info: dict[str, Any] = {}
     with fresh_database(backend, admin_url) as url:
@@ -557,65 +562,93 @@ def run_backend(backend: str, sizes: Sizes, admin_url: str) -> dict[str, Any]:
         migrate(url)
         accounts = open_accounts(url, sizes.accounts, run)
         trades = Trades()
-        server = Server(url)
-        server.start()
-        try:
-            with LagProbe(url) as probe:
-                log(f"{backend}: batched ingestion")
-                batch = bench_batches(server, accounts, trades, sizes, probe)
-                batch_lags = probe.lags_ms()
-            with LagProbe(url) as probe:
-                log(f"{backend}: single posts from {sizes.clients} clients")
-                single = bench_single(server, accounts, trades, sizes, probe)
-                single_lags = probe.lags_ms()
-            figures.add("server_peak_rss_mb", server.peak_rss_mb(), accounts=sizes.accounts)
-        finally:
-            server.stop()
-        batch_rate = figures.median("batch_trades_per_s", batch["trades"])
-        figures.median("batch_events_per_s", batch["events"])
-        figures.median("batch_request_ms", batch["request_ms"])
-        figures.median("batch_server_cpu_cores", batch["cores"])
-        single_rate = figures.median("single_trades_per_s", single["trades"])
-        figures.add("single_request_p50_ms", percentile(single["latency_ms"], 50))
-        figures.add("single_request_p99_ms", percentile(single["latency_ms"], 99))
-        figures.median("single_server_cpu_cores", single["cores"])
-        figures.add("lag_batch_p50_ms", percentile(batch_lags, 50), count=len(batch_lags))
-        figures.add("lag_batch_p99_ms", percentile(batch_lags, 99), count=len(batch_lags))
-        figures.add("lag_single_p50_ms", percentile(single_lags, 50), count=len(single_lags))
-        figures.add("lag_single_p99_ms", percentile(single_lags, 99), count=len(single_lags))
+        if "http" in only or "raw" in only:
+            run_http(url, backend, accounts, trades, sizes, figures, http="http" in only)
+        if "raw" in only:
+            log(f"{backend}: raw baseline")
+            topic, state = trade_event_sample(url)
+            raw_rows = sizes.batch_size * sizes.batch_requests
+            raw = bench_raw(url, raw_rows, topic, state, sizes.raw_reps)
+            raw_rate = figures.median(
+                "raw_rows_per_s", raw, rows=raw_rows, row_state_bytes=len(state), batch=RAW_BATCH
+            )
+            if "http" in only:
+                events_rate = figures.values["batch_events_per_s"]["value"]
+                batch_rate = figures.values["batch_trades_per_s"]["value"]
+                single_rate = figures.values["single_trades_per_s"]["value"]
+                figures.add(
+                    "batch_vs_raw_ratio",
+                    events_rate / raw_rate,
+                    trades_ratio=batch_rate / raw_rate,
+                )
+                figures.add("single_vs_raw_ratio", single_rate / raw_rate)
 
-        log(f"{backend}: raw baseline")
-        topic, state = trade_event_sample(url)
-        raw_rows = sizes.batch_size * sizes.batch_requests
-        raw = bench_raw(url, raw_rows, topic, state, sizes.raw_reps)
-        raw_rate = figures.median(
-            "raw_rows_per_s", raw, rows=raw_rows, row_state_bytes=len(state), batch=RAW_BATCH
-        )
-        events_rate = figures.values["batch_events_per_s"]["value"]
-        figures.add(
-            "batch_vs_raw_ratio", events_rate / raw_rate, trades_ratio=batch_rate / raw_rate
-        )
-        figures.add("single_vs_raw_ratio", single_rate / raw_rate)
+        if "reads" in only:
+            log(f"{backend}: an account with {sizes.heavy_trades} trades")
+            cold, warm = bench_reads(url, sizes, run)
+            figures.median("account_load_cold_ms", cold, trades=sizes.heavy_trades)
+            figures.median("account_load_warm_ms", warm, trades=sizes.heavy_trades)
 
-        log(f"{backend}: an account with {sizes.heavy_trades} trades")
-        cold, warm = bench_reads(url, sizes, run)
-        figures.median("account_load_cold_ms", cold, trades=sizes.heavy_trades)
-        figures.median("account_load_warm_ms", warm, trades=sizes.heavy_trades)
+        if "replay" in only:
+            log(f"{backend}: replay")
+            export, exported = bench_export(url, sizes.replay_reps)
+            figures.median("export_events_per_s", export, events=exported)
+            rebuild, rebuilt = bench_rebuild(url, sizes.replay_reps)
+            figures.median("rebuild_events_per_s", rebuild, events=rebuilt)
 
-        log(f"{backend}: replay")
-        export, exported = bench_export(url, sizes.replay_reps)
-        figures.median("export_events_per_s", export, events=exported)
-        rebuild, rebuilt = bench_rebuild(url, sizes.replay_reps)
-        figures.median("rebuild_events_per_s", rebuild, events=rebuilt)
-
-        log(f"{backend}: payout report over {sizes.payout_rows} payouts")
-        fill_payout_board(url, sizes.payout_rows)
-        figures.median(
-            "payout_report_ms",
-            bench_payout_report(url, sizes.payout_rows, sizes.payout_reps),
-            payouts=sizes.payout_rows,
-        )
+        if "report" in only:
+            log(f"{backend}: payout report over {sizes.payout_rows} payouts")
+            fill_payout_board(url, sizes.payout_rows)
+            figures.median(
+                "payout_report_ms",
+                bench_payout_report(url, sizes.payout_rows, sizes.payout_reps),
+                payouts=sizes.payout_rows,
+            )
     return {"info": info, "figures": figures.values}
+
+
+def run_http(
+    url: str,
+    backend: str,
+    accounts: list[str],
+    trades: Trades,
+    sizes: Sizes,
+    figures: Figures,
+    *,
+    http: bool,
+) -> None:
+    """The HTTP figures; without `http` only one batch (the raw baseline's sample event)."""
+    server = Server(url)
+    server.start()
+    try:
+        if not http:
+            with httpx.Client(base_url=server.base_url, headers=auth_headers(), timeout=300) as c:
+                body = trades.batch_body(accounts, min(sizes.batch_size, len(accounts)))
+                c.post("/v1/trades:batch", content=body).raise_for_status()
+            return
+        with LagProbe(url) as probe:
+            log(f"{backend}: batched ingestion")
+            batch = bench_batches(server, accounts, trades, sizes, probe)
+            batch_lags = probe.lags_ms()
+        with LagProbe(url) as probe:
+            log(f"{backend}: single posts from {sizes.clients} clients")
+            single = bench_single(server, accounts, trades, sizes, probe)
+            single_lags = probe.lags_ms()
+        figures.add("server_peak_rss_mb", server.peak_rss_mb(), accounts=sizes.accounts)
+    finally:
+        server.stop()
+    figures.median("batch_trades_per_s", batch["trades"])
+    figures.median("batch_events_per_s", batch["events"])
+    figures.median("batch_request_ms", batch["request_ms"])
+    figures.median("batch_server_cpu_cores", batch["cores"])
+    figures.median("single_trades_per_s", single["trades"])
+    figures.add("single_request_p50_ms", percentile(single["latency_ms"], 50))
+    figures.add("single_request_p99_ms", percentile(single["latency_ms"], 99))
+    figures.median("single_server_cpu_cores", single["cores"])
+    figures.add("lag_batch_p50_ms", percentile(batch_lags, 50), count=len(batch_lags))
+    figures.add("lag_batch_p99_ms", percentile(batch_lags, 99), count=len(batch_lags))
+    figures.add("lag_single_p50_ms", percentile(single_lags, 50), count=len(single_lags))
+    figures.add("lag_single_p99_ms", percentile(single_lags, 99), count=len(single_lags))
 
 
 # Output ------------------------------------------------------------------------------------
@@ -658,6 +691,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the CI smoke run)")
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help=f"comma-separated groups of figures to run: {', '.join(GROUPS)} (default: all)",
+    )
     parser.add_argument("--out", default="bench/results/latest.json", help="JSON results file")
     parser.add_argument(
         "--postgres-admin-url",
@@ -667,6 +705,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    only = tuple(group.strip() for group in args.only.split(",") if group.strip())
+    unknown = [group for group in only if group not in GROUPS]
+    if unknown:
+        parser.error(f"unknown --only groups {unknown}; choose from {', '.join(GROUPS)}")
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     started = time.perf_counter()
     results: dict[str, Any] = {
@@ -678,11 +720,13 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
         },
         "sizes": asdict(sizes),
+        "only": list(only),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
         "backends": {},
     }
     for backend in backends:
         backend_started = time.perf_counter()
-        outcome = run_backend(backend, sizes, args.postgres_admin_url)
+        outcome = run_backend(backend, sizes, args.postgres_admin_url, only)
         outcome["info"]["seconds"] = round(time.perf_counter() - backend_started, 1)
         results["backends"][backend] = outcome
     results["seconds"] = round(time.perf_counter() - started, 1)
