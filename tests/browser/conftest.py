@@ -55,7 +55,10 @@ def chromium_path() -> str | None:
     return DEFAULT_CHROMIUM if os.access(DEFAULT_CHROMIUM, os.X_OK) else None
 
 
-@pytest.fixture(scope="session")
+# Module scope: while Playwright's sync API runs, its event loop counts as the running loop
+# of the main thread, so `asyncio.run()` in tests after these would fail. It is stopped as
+# soon as the browser tests are done.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
