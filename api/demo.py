@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import partial
 from random import Random
@@ -274,8 +275,14 @@ PROFILES = (
     Profile("gambler", 0.35, -0.1, 0.8, Decimal("0.35"), 6.0, 0.85, 0.45, 0.5),
 )
 MAX_PURCHASES = 4  # per trader
+FUNDED_RISK = Decimal("0.4")  # funded traders risk this share of what they risked to pass
 REJECT_EVERY = 4  # the payout desk rejects one review in four (a risk review's findings)
 REVIEW_AFTER_DAYS = 1  # business days from a request to its review (approve or reject)
+# The payout desk works after the trading sessions close (20:00 UTC), so an approval's
+# withdrawal comes after the day's trades: the floors of the day it happens stay as they
+# were (`domain.rules.after_withdrawal`), and a trade after it the same day could fall
+# through a daily floor the withdrawal alone put above the balance.
+DESK_TIME = time_of_day(20, 30, tzinfo=UTC)
 PAY_AFTER_DAYS = 2  # business days from an approval to the bank transfer
 # When a trader asks for an eligible payout. Strong traders take turns at these habits, so
 # that even a small firm ends with its queue at every stage: most ask at once (paid, some
@@ -526,7 +533,7 @@ def _business_day_after(instant: datetime, days: int) -> datetime:
         day += timedelta(days=1)
         if day.weekday() < 5:
             days -= 1
-    return datetime(day.year, day.month, day.day, 12, 30, tzinfo=UTC)
+    return datetime.combine(day, DESK_TIME)
 
 
 def _front_month(symbol: str, day: date) -> str:
@@ -879,7 +886,7 @@ class _Firm:
     def _schedule_trading_day(self, day: date) -> None:
         midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
         self.at(midnight + timedelta(hours=6), lambda: self._open_session(day))
-        self.at(midnight + timedelta(hours=12, minutes=30), self._payout_desk)
+        self.at(datetime.combine(day, DESK_TIME), self._payout_desk)
         self.at(midnight + timedelta(hours=21, minutes=30), self._evening)
 
     def _open_session(self, day: date) -> None:
@@ -891,7 +898,10 @@ class _Firm:
             if not live.trading:
                 continue
             profile = live.trader.profile
-            if live.trades and self.rng_market.random() < 0.12:
+            # Funded accounts get no marks: after an approved payout, a mark from before it
+            # would stay the next day's base for a daily loss judged on the higher of
+            # balance and equity (`domain.rules._roll_day`), far above the new balance.
+            if live.trades and not live.funded and self.rng_market.random() < 0.12:
                 self._equity_mark(live)
             if self.rng_market.random() >= profile.day_chance:
                 continue
@@ -904,7 +914,10 @@ class _Firm:
                 self.slots[slot].append((trade_time, live.account_id, body))
 
     def _risk(self, live: LiveAccount) -> Decimal:
-        return _quantize(live.spec.daily_allowance * live.trader.profile.risk, live.spec.currency)
+        risk = live.spec.daily_allowance * live.trader.profile.risk
+        if live.funded:
+            risk *= FUNDED_RISK  # a funded trader protects the account
+        return _quantize(risk, live.spec.currency)
 
     def _equity_mark(self, live: LiveAccount) -> None:
         """An open position marked at the session's open: mostly under water."""
@@ -1046,9 +1059,10 @@ class _Firm:
             self.ledger.approve_payout(payout_id, APPROVER)
         except Conflict:
             return  # the trader was suspended meanwhile: it waits in the queue
+        live = self.payout_accounts[payout_id]
         due = _business_day_after(self.clock.now, PAY_AFTER_DAYS)
         self.payouts[payout_id] = ("approved", due)
-        self.payout_accounts[payout_id].dirty = True  # the profit left its balance
+        live.dirty = True  # the profit left its balance
         self.tally.payout_actions["approved"] += 1
 
     def _asks_now(self, trader: DemoTrader) -> bool:
@@ -1086,12 +1100,12 @@ class _Firm:
 
 
 def _final_desks(start: datetime, until: datetime) -> tuple[datetime, datetime, datetime]:
-    """The instants of the window's last three payout rounds (business days, 12:30 UTC);
+    """The instants of the window's last three payout rounds (business days, DESK_TIME);
     in a window too short for three, the missing ones never come."""
     desks: list[datetime] = []
     day = until.date()
     while len(desks) < 3 and day >= start.date():
-        desk = datetime(day.year, day.month, day.day, 12, 30, tzinfo=UTC)
+        desk = datetime.combine(day, DESK_TIME)
         if day.weekday() < 5 and start <= desk <= until:
             desks.insert(0, desk)
         day -= timedelta(days=1)
