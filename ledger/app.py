@@ -713,7 +713,17 @@ class PropLedger(Application[UUID]):
             if entry.account is not None:
                 to_save.append(entry.account)
                 to_save.extend(entry.opened)
-        return results, self._save(*to_save)
+        return results, self._save_batch(to_save)
+
+    def _save_batch(self, accounts: list[TradingAccount]) -> int | None:
+        """Saves a batch's accounts. Unlike `_save`, a collision leaves this process's
+        last-saved copies in place: they are still true states of the accounts, and the
+        retry's load brings them up to date with one query instead of re-reading every
+        account from its snapshot."""
+        recordings = self.save(*accounts)
+        for account in accounts:
+            self._hot.remember(account)
+        return recordings[-1].notification.id if recordings else None
 
     def _load_for_batch(self, first_spelling: dict[str, str]) -> dict[str, _BatchAccount]:
         """Every account of a batch, as the store has it now, in a few queries.

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ledger import app as app_module
 from ledger.app import SNAPSHOT_EVERY, PropLedger
 from ledger.migrate import migrate
 from tests.support import program_body, purchase_body, trade_body, uid
@@ -136,7 +137,9 @@ def test_a_batch_decides_on_accounts_as_the_store_has_them(url: str) -> None:
         other.close()
 
 
-def test_a_batch_retried_after_a_true_race_records_each_trade_once(url: str) -> None:
+def test_a_batch_retried_after_a_true_race_records_each_trade_once(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The other process commits between this batch's load and its save: the save
     collides, the retry reloads, and every trade is recorded once."""
     migrate(url)
@@ -159,12 +162,23 @@ def test_a_batch_retried_after_a_true_race_records_each_trade_once(url: str) -> 
 
         mine._load_for_batch = load_then_race  # type: ignore[method-assign]
         saves = CountingSaves(mine)
+        snapshot_reads = []
+        read_snapshots = app_module._latest_snapshots
+
+        def counted_snapshot_reads(recorder: Any, ids: list[Any]) -> Any:
+            snapshot_reads.append(len(ids))
+            return read_snapshots(recorder, ids)
+
+        monkeypatch.setattr(app_module, "_latest_snapshots", counted_snapshot_reads)
         results, _ = mine.record_trades_batch(
             [item(a, f"B-{n}") for n, a in enumerate(accounts)]
             + [item(accounts[1], "RACE-1", "100.00")]
         )
         assert [r.result for r in results] == ["created", "created", "created", "duplicate"]
         assert saves.calls == 2  # the collision, then the retry
+        # The retry fast-forwarded the copies this process holds: no account was read
+        # again from its snapshot.
+        assert snapshot_reads == []
         fresh = PropLedger(url)
         try:
             assert sorted(fresh.account(accounts[1]).trades) == ["B-1", "RACE-1"]
