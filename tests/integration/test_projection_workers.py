@@ -101,13 +101,18 @@ def test_one_page_read_serves_every_projection_each_from_its_own_position(
 
 
 @pytest.mark.postgres
-def test_a_busy_projection_is_left_to_the_worker_that_holds_it(
-    ledger: PropLedger, database: Database, database_url: str, program_id: str
-) -> None:
-    if not database_url.startswith("postgres"):
-        pytest.skip("row locks: PostgreSQL only (SQLite has one writer)")
+def test_a_busy_projection_is_left_to_the_worker_that_holds_it(postgres_url: str) -> None:
+    """Row locks: PostgreSQL only (SQLite has one writer for the whole database)."""
+    migrate(postgres_url)
+    ledger = PropLedger(postgres_url)
+    database = Database(postgres_url)
+    with database.transaction() as cursor:
+        cursor.execute(LOG_TABLE)
+    program = program_body()
+    ledger.define_program(program)
+    program_id = str(program["program_id"])
     log = EventLog(uid("busy_"))
-    runner = ProjectionRunner(ledger, Database(database_url), [log], batch_size=1000)
+    runner = ProjectionRunner(ledger, Database(postgres_url), [log], batch_size=1000)
     try:
         runner.catch_up()
         populate(ledger, program_id)
@@ -139,6 +144,8 @@ def test_a_busy_projection_is_left_to_the_worker_that_holds_it(
         assert log_rows(database, log.name) == expected_log(ledger)
     finally:
         runner.database.close()
+        database.close()
+        ledger.close()
 
 
 def test_two_following_workers_split_the_log_and_apply_each_event_once(
