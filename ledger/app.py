@@ -747,11 +747,11 @@ class PropLedger(Application[UUID]):
         loaded: dict[UUID, Any] = {}
         cold: list[UUID] = []
         for aggregate_id in wanted:
-            copy = self._hot.copy_of(aggregate_id)
-            if copy is None:
+            held = self._hot.copy_of(aggregate_id)
+            if held is None:
                 cold.append(aggregate_id)
             else:
-                loaded[aggregate_id] = copy
+                loaded[aggregate_id] = held
         if cold:
             assert self.snapshots is not None
             for stored in _latest_snapshots(self.snapshots.recorder, cold):
