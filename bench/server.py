@@ -44,6 +44,10 @@ def serve(database_url: str, port: int) -> None:
         port=port,
         log_level="warning",
         access_log=False,
+        # Clients open their connection, then wait for all 32 to be ready; on a loaded
+        # machine that wait can pass uvicorn's 5 s default, and a connection the server
+        # closes just as a client posts on it fails the run (RemoteProtocolError).
+        timeout_keep_alive=120,
     )
 
 
