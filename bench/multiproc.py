@@ -260,15 +260,31 @@ def open_accounts(url: str, count: int, run: str) -> list[str]:
         ledger.close()
 
 
+def post(client: httpx.Client, path: str, content: bytes) -> httpx.Response:
+    """A POST with an Idempotency-Key, sent again with the same key when the connection
+    drops (`propledger serve` closes keep-alive connections idle for 5 s, and a loaded
+    machine can keep a client waiting that long) or while the first is in progress: the
+    server answers a repeat with the first reply, so nothing is recorded twice."""
+    key = uuid4().hex
+    for attempt in range(5):
+        try:
+            reply = client.post(path, content=content, headers={"Idempotency-Key": key})
+        except httpx.TransportError:
+            if attempt == 4:
+                raise
+            continue
+        if reply.status_code == 409 and "in_progress" in reply.text and attempt < 4:
+            time.sleep(0.5)
+            continue
+        return reply
+    raise AssertionError("unreachable")
+
+
 def _post_batch(
     client: httpx.Client, items: list[dict[str, Any]], book: Ledgerbook
 ) -> tuple[float, float, int]:
     sent = time.perf_counter()
-    reply = client.post(
-        "/v1/trades:batch",
-        content=json.dumps({"trades": items}).encode(),
-        headers={"Idempotency-Key": uuid4().hex},
-    )
+    reply = post(client, "/v1/trades:batch", json.dumps({"trades": items}).encode())
     answered = time.perf_counter()
     if reply.status_code != 200:
         raise RuntimeError(f"batch answered {reply.status_code}: {reply.text[:500]}")
@@ -341,11 +357,7 @@ class _Poster(threading.Thread):
                 self.barrier.wait()
                 for account, body in self.plan:
                     sent = time.perf_counter()
-                    reply = c.post(
-                        f"/v1/accounts/{account}/trades",
-                        content=json.dumps(body).encode(),
-                        headers={"Idempotency-Key": uuid4().hex},
-                    )
+                    reply = post(c, f"/v1/accounts/{account}/trades", json.dumps(body).encode())
                     answered = time.perf_counter()
                     if reply.status_code != 201:
                         raise RuntimeError(f"{reply.status_code}: {reply.text[:300]}")
