@@ -446,6 +446,13 @@ class TradingAccount(Aggregate):
     def withdraw_payout(self, payout_id: str, amount: Money, at: datetime) -> None:
         if self.pending_payout_id != payout_id:
             raise Conflict(f"payout {payout_id} is not pending on account {self.id}")
+        if self.status != ACTIVE:
+            # A breach after the request is terminal and earns no payout: the request was
+            # fine when made, the approval is not (the approver rejects it instead).
+            raise Conflict(
+                f"account {self.id} is {self.status}: its pending payout cannot be approved",
+                code="not_active",
+            )
         state = rules.after_withdrawal(self.state, amount)
         self.trigger_event(
             self.PayoutWithdrawn,

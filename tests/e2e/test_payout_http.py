@@ -452,6 +452,31 @@ def test_another_approver_approves_and_the_profit_leaves_the_balance_but_not_the
     assert (second["fee_refund"], second["total"]) == ("0.00", "400.00")
 
 
+def test_an_account_that_breached_after_the_request_cannot_have_its_payout_approved(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id = uid("trader-")
+    account_id = funded_account(client, program_id, trader_id)
+    payout = request_payout(client, account_id, FINANCE)
+    trade(client, account_id, "-30000.00")  # through both floors: breached
+    breached = account(client, account_id)
+    assert breached["status"] == "breached"
+
+    refused = client.post(f"/v1/payouts/{payout['payout_id']}/approve", headers=APPROVER)
+    error_of(refused, 409, "not_active")
+    fetched = client.get(f"/v1/payouts/{payout['payout_id']}", headers=FINANCE).json()
+    assert fetched["status"] == "requested"
+    assert account(client, account_id)["balance"] == breached["balance"]
+    # The approver can still close it.
+    rejected = client.post(
+        f"/v1/payouts/{payout['payout_id']}/reject",
+        headers=APPROVER,
+        json={"reason": "breached after the request"},
+    )
+    assert rejected.status_code == 200, rejected.text
+    assert rejected.json()["status"] == "rejected"
+
+
 def test_an_unknown_payout_is_404(client: TestClient) -> None:
     error_of(client.post(f"/v1/payouts/{uuid4()}/approve", headers=APPROVER), 404)
     error_of(
