@@ -7,6 +7,7 @@ events becomes at most one write per account.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -16,6 +17,7 @@ from domain.money import Money
 from projections.store import Cursor, Database, upsert
 
 _TOPIC_PREFIX = f"{TradingAccount.__module__}:{TradingAccount.__qualname__}."
+_OPENED_TOPIC = f"{_TOPIC_PREFIX}{TradingAccount.Opened.__name__}"
 
 STATIC_COLUMNS = (
     "account_id", "trader_id", "program_id", "program_version", "stage", "currency",
@@ -58,6 +60,21 @@ class AccountBoard:
 
     def reset(self, cursor: Cursor) -> None:
         cursor.execute("DELETE FROM account_board")
+
+    @staticmethod
+    def needs(notifications: Sequence[Any]) -> list[Any]:
+        """A row is the account after its newest event, so of a page only each account's
+        newest event is needed, and its `Opened` (the row's static columns), in log
+        order. The others are never decoded: on a replay that is most of the work."""
+        newest: dict[Any, Any] = {}
+        opened = []
+        for notification in notifications:
+            newest[notification.originator_id] = notification
+            if notification.topic == _OPENED_TOPIC:
+                opened.append(notification)
+        chosen = {id(n): n for n in opened}
+        chosen.update((id(n), n) for n in newest.values())
+        return sorted(chosen.values(), key=lambda notification: notification.id)
 
     def apply(self, cursor: Cursor, events: list[tuple[int, Any]]) -> None:
         new_rows: dict[str, dict[str, Any]] = {}

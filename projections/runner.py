@@ -58,6 +58,16 @@ class Projection(Protocol):
     def reset(self, cursor: Cursor) -> None: ...
 
 
+class NeedsLatest(Protocol):
+    """Optional for a projection: which of a page's notifications it must be given.
+
+    A projection whose rows are "the state after the newest event" (the account board)
+    needs only the newest event of each stream in a page, and the events that create a
+    row; leaving the others undecoded is most of the work of a replay (see `_Page`)."""
+
+    def needs(self, notifications: Sequence[Any]) -> Sequence[Any]: ...
+
+
 class ProjectionRunner:
     def __init__(
         self,
@@ -149,6 +159,7 @@ class ProjectionRunner:
         until: int | None = None,
         *,
         skip_busy: bool = False,
+        page_size: int | None = None,
     ) -> int:
         """One page of the log, read and decoded once, for every projection that is not
         past it, written with their positions in one transaction.
@@ -164,14 +175,14 @@ class ProjectionRunner:
                 positions = _lock_positions(
                     self.database, cursor, [p.name for p in projections], skip_locked=skip_busy
                 )
-                page = self._read_page(projections, positions, until)
+                page = self._read_page(projections, positions, until, page_size)
                 if page is None:
                     return 0
                 self._write_page(cursor, projections, positions, page)
                 return len(page.notifications)
         names = [p.name for p in projections]
         read = self._positions_of(names)
-        page = self._read_page(projections, read, until)
+        page = self._read_page(projections, read, until, page_size)
         if page is None:
             return 0
         with self.database.transaction() as cursor:
@@ -202,7 +213,11 @@ class ProjectionRunner:
         return {row["projection"]: int(row["position"]) for row in rows}
 
     def _read_page(
-        self, projections: Sequence[Projection], positions: dict[str, int], until: int | None
+        self,
+        projections: Sequence[Projection],
+        positions: dict[str, int],
+        until: int | None,
+        page_size: int | None = None,
     ) -> _Page | None:
         behind = [
             positions[p.name]
@@ -212,7 +227,7 @@ class ProjectionRunner:
         if not behind:
             return None
         notifications = self.source.recorder.select_notifications(
-            start=min(behind) + 1, limit=self.batch_size, stop=until
+            start=min(behind) + 1, limit=page_size or self.batch_size, stop=until
         )
         if not notifications:
             return None
@@ -238,8 +253,13 @@ class ProjectionRunner:
                 "UPDATE projection_tracking SET position = ? WHERE projection = ?", moved
             )
 
-    def rebuild(self, projection: Projection, until: int | None = None) -> int:
-        """Empties the projection and replays the log (up to `until`) into it."""
+    def rebuild(
+        self, projection: Projection, until: int | None = None, *, page_size: int = 10_000
+    ) -> int:
+        """Empties the projection and replays the log (up to `until`) into it, in pages of
+        up to `page_size` events (larger than a live page: nobody waits on a rebuild's
+        lag, and a projection that keeps the newest state per stream writes each stream
+        once a page)."""
         with self.database.transaction() as cursor:
             _lock_position(self.database, cursor, projection.name)
             projection.reset(cursor)
@@ -248,7 +268,7 @@ class ProjectionRunner:
                 (projection.name,),
             )
         total = 0
-        while (processed := self._process_page([projection], until)) > 0:
+        while (processed := self._process_page([projection], until, page_size=page_size)) > 0:
             total += processed
         return total
 
@@ -301,10 +321,16 @@ class _Page:
         self._events: dict[int, Any] = {}
 
     def events_for(self, projection: Projection, after: int) -> list[tuple[int, Any]]:
+        wanted = [
+            notification
+            for notification in self.notifications
+            if notification.id > after and projection.handles(notification.topic)
+        ]
+        needs = getattr(projection, "needs", None)
+        if needs is not None:
+            wanted = list(needs(wanted))
         events = []
-        for notification in self.notifications:
-            if notification.id <= after or not projection.handles(notification.topic):
-                continue
+        for notification in wanted:
             event = self._events.get(notification.id)
             if event is None:
                 event = self._events[notification.id] = self._mapper.to_domain_event(notification)

@@ -182,7 +182,8 @@ def test_rebuilding_from_zero_gives_identical_rows(
     ledger: PropLedger, database: Database, program_id: str
 ) -> None:
     populate(ledger, program_id)
-    runner = ProjectionRunner(ledger, database, [AccountBoard()], batch_size=7)
+    # Pages of one event: the board is given every event, none left out by `needs`.
+    runner = ProjectionRunner(ledger, database, [AccountBoard()], batch_size=1)
     runner.catch_up()
     before = all_rows(database)
     with database.transaction() as cursor:  # a row damaged behind the runner's back
@@ -194,6 +195,29 @@ def test_rebuilding_from_zero_gives_identical_rows(
     assert processed == len(notifications(ledger))
     assert all_rows(database) == before
     assert runner.position("account_board") == ledger.position()
+    assert_board_equals_aggregates(ledger, database)
+
+
+def test_the_board_needs_each_accounts_opening_and_newest_event_of_a_page(
+    ledger: PropLedger, database: Database, program_id: str
+) -> None:
+    populate(ledger, program_id)
+    page = notifications(ledger)
+    board = AccountBoard()
+    handled = [n for n in page if board.handles(n.topic)]
+
+    chosen = board.needs(handled)
+
+    newest = {n.originator_id: n.id for n in handled}
+    opened = {n.id for n in handled if n.topic.endswith("TradingAccount.Opened")}
+    assert [n.id for n in chosen] == sorted(set(newest.values()) | opened)
+    assert len(chosen) < len(handled)  # the page had older events to leave out
+    # Rebuilt in pages of three events or in one page, the board equals the aggregates.
+    runner = ProjectionRunner(ledger, database, [AccountBoard()])
+    assert runner.rebuild(AccountBoard(), page_size=3) == len(page)
+    in_threes = all_rows(database)
+    assert runner.rebuild(AccountBoard()) == len(page)
+    assert all_rows(database) == in_threes
     assert_board_equals_aggregates(ledger, database)
 
 
