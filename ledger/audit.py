@@ -94,7 +94,7 @@ class _Store:
                     f"ORDER BY {self.position_column} LIMIT ?"
                 ),
                 (after, PAGE),
-            )
+            ).fetchall()
         )
 
     def links(self, connection: Any, after: int, until: int | None) -> list[tuple[Any, ...]]:
@@ -107,7 +107,7 @@ class _Store:
                     f"WHERE position > ?{clause} ORDER BY position LIMIT {PAGE}"
                 ),
                 params,
-            )
+            ).fetchall()
         )
 
     def count(self, connection: Any) -> int:
@@ -443,23 +443,52 @@ def export_log(database_url: str, out: IO[str], *, progress: Progress | None = N
             if event is None:
                 continue
             _, stream, version, topic, state = event
-            data = state.encode() if isinstance(state, str) else bytes(state)
-            record = {
-                "position": position,
-                "stream_id": _stream(stream),
-                "version": int(version),
-                "topic": str(topic),
-                "state": base64.b64encode(data).decode("ascii"),
-                "hash": None if chain_link is None else str(chain_link[3]),
-                "recorded_at": None if chain_link is None else chain_link[4],
-            }
-            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+            data = state.encode() if isinstance(state, str) else state
+            out.write(
+                export_line(
+                    position,
+                    _stream(stream),
+                    int(version),
+                    str(topic),
+                    base64.b64encode(data).decode("ascii"),
+                    None if chain_link is None else str(chain_link[3]),
+                    None if chain_link is None else chain_link[4],
+                )
+            )
             count += 1
             if progress and count % PAGE == 0:
                 progress(count, total)
     if progress:
         progress(count, total)
     return count
+
+
+_json_text = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _json_or_null(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _json_text(value) if isinstance(value, str) else json.dumps(value)
+
+
+def export_line(
+    position: int,
+    stream_id: str,
+    version: int,
+    topic: str,
+    state: str,
+    chain_hash: str | None,
+    recorded_at: Any,
+) -> str:
+    """One event's export line: byte for byte what `json.dumps` of the record with
+    separators (",", ":") gives, composed directly (the generic encoder was a third of
+    an export's time)."""
+    return (
+        f'{{"position":{position:d},"stream_id":{_json_text(stream_id)},'
+        f'"version":{version:d},"topic":{_json_text(topic)},"state":"{state}",'
+        f'"hash":{_json_or_null(chain_hash)},"recorded_at":{_json_or_null(recorded_at)}}}\n'
+    )
 
 
 class ReplayError(Exception):

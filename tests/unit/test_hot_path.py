@@ -2,6 +2,7 @@
 
 - `Money.percent` remembers results by value: signs, types and errors stay as they were.
 - A trade's fingerprint is the SHA-256 of `json.dumps(..., sort_keys=True)`, unchanged.
+- An export line is composed directly, byte for byte what `json.dumps` of its record gives.
 - Deciding a trade hands the computed state to the event's apply instead of computing it
   twice: the decided account equals a replay of its events, whatever the trades do
   (breaches, passes, late trades, other days, trailing floors).
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from decimal import Decimal
@@ -18,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.money import Money
+from ledger.audit import export_line
 from tests.unit.builders import close, open_account, replay, trade
 
 
@@ -103,3 +106,37 @@ def test_after_trade_spells_out_every_field_of_the_state() -> None:
     from domain.rules import AccountState
 
     assert len(dataclasses.fields(AccountState)) == 12
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    position=st.integers(min_value=1, max_value=2**62),
+    version=st.integers(min_value=1, max_value=2**31),
+    topic=st.text(),
+    stream=st.text(alphabet="0123456789abcdef", min_size=32, max_size=32),
+    state=st.binary(max_size=64),
+    chain_hash=st.none() | st.text(),
+    recorded_at=st.none() | st.text() | st.integers(),
+)
+def test_an_export_line_is_what_json_dumps_gives(
+    position: int,
+    version: int,
+    topic: str,
+    stream: str,
+    state: bytes,
+    chain_hash: str | None,
+    recorded_at: str | int | None,
+) -> None:
+    encoded = base64.b64encode(state).decode("ascii")
+    record = {
+        "position": position,
+        "stream_id": stream,
+        "version": version,
+        "topic": topic,
+        "state": encoded,
+        "hash": chain_hash,
+        "recorded_at": recorded_at,
+    }
+    expected = json.dumps(record, separators=(",", ":")) + "\n"
+    line = export_line(position, stream, version, topic, encoded, chain_hash, recorded_at)
+    assert line == expected
