@@ -463,7 +463,7 @@ def export_log(database_url: str, out: IO[str], *, progress: Progress | None = N
     return count
 
 
-_json_text = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_json_text = json.encoder.encode_basestring_ascii
 
 
 def _json_or_null(value: Any) -> str:
