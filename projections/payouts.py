@@ -106,8 +106,18 @@ def _money(minor: Any, currency: str) -> Money:
 
 def _text(minor: Any, currency: str) -> str:
     """Minor units as a decimal string at the currency's scale (Money's text, without
-    building a Money: a report shapes hundreds of thousands of them)."""
-    return str(Decimal(int(minor)).scaleb(-minor_unit_exponent(currency)))
+    building a Money or a Decimal: a report shapes hundreds of thousands of them)."""
+    return minor_text(int(minor), minor_unit_exponent(currency))
+
+
+def minor_text(minor: int, exponent: int) -> str:
+    """`str(Decimal(minor).scaleb(-exponent))` for an exponent of 0 to 3, with integer
+    operations only: 12345, 2 -> "123.45"; -5, 2 -> "-0.05"; 7, 0 -> "7"."""
+    if exponent == 0:
+        return str(minor)
+    digits = str(-minor if minor < 0 else minor).rjust(exponent + 1, "0")
+    sign = "-" if minor < 0 else ""
+    return f"{sign}{digits[:-exponent]}.{digits[-exponent:]}"
 
 
 def shape(row: dict[str, Any]) -> dict[str, Any]:
@@ -217,22 +227,30 @@ def payout_report(
 ) -> dict[str, Any]:
     """Payouts approved in [start, end), with totals per currency; with `as_of`, as the
     ledger knew them at that instant."""
-    rows = [shape(row) for row in _approved_in(database, start, end, as_of)]
-    # Exact decimal sums per currency; Money (with its checks) only for the totals.
-    sums: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    # Exact sums per currency in integer minor units, each currency's own; Money (with
+    # its checks) only for the totals.
+    sums: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     counts: dict[str, int] = defaultdict(int)
-    for row in rows:
-        bucket = sums[row["currency"]]
-        counts[row["currency"]] += 1
-        for field in ("profit", "trader_share", "firm_share"):
-            bucket[field] += Decimal(row[field])
-        sums[row["fee_refund_currency"]]["fee_refund"] += Decimal(row["fee_refund"])
-        for total in row["totals"]:
-            sums[total["currency"]]["total"] += Decimal(total["amount"])
+    rows = []
+    for raw in _approved_in(database, start, end, as_of):
+        currency = raw["currency"]
+        fee_currency = raw["fee_refund_currency"]
+        trader_minor = int(raw["trader_share_minor"])
+        fee_minor = int(raw["fee_refund_minor"])
+        bucket = sums[currency]
+        counts[currency] += 1
+        bucket["profit"] += int(raw["profit_minor"])
+        bucket["trader_share"] += trader_minor
+        bucket["firm_share"] += int(raw["firm_share_minor"])
+        bucket["total"] += trader_minor
+        fees = sums[fee_currency]
+        fees["fee_refund"] += fee_minor
+        fees["total"] += fee_minor
+        rows.append(shape(raw))
     fields = ("profit", "trader_share", "firm_share", "fee_refund", "total")
     totals = [
         {"currency": currency, "count": counts[currency]}
-        | {field: str(Money(sums[currency][field], currency).amount) for field in fields}
+        | {field: str(_money(sums[currency][field], currency).amount) for field in fields}
         for currency in sorted(sums)
     ]
     return {"payouts": rows, "totals": totals}

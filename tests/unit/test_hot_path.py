@@ -3,6 +3,7 @@
 - `Money.percent` remembers results by value: signs, types and errors stay as they were.
 - A trade's fingerprint is the SHA-256 of `json.dumps(..., sort_keys=True)`, unchanged.
 - An export line is composed directly, byte for byte what `json.dumps` of its record gives.
+- Report amounts are formatted from minor units with integers: the Decimal text exactly.
 - Deciding a trade hands the computed state to the event's apply instead of computing it
   twice: the decided account equals a replay of its events, whatever the trades do
   (breaches, passes, late trades, other days, trailing floors).
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from domain.money import Money
 from ledger.audit import export_line
+from projections.payouts import minor_text
 from tests.unit.builders import close, open_account, replay, trade
 
 
@@ -140,3 +142,9 @@ def test_an_export_line_is_what_json_dumps_gives(
     expected = json.dumps(record, separators=(",", ":")) + "\n"
     line = export_line(position, stream, version, topic, encoded, chain_hash, recorded_at)
     assert line == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(minor=st.integers(min_value=-(10**24), max_value=10**24), exponent=st.integers(0, 3))
+def test_minor_units_text_is_the_decimal_text(minor: int, exponent: int) -> None:
+    assert minor_text(minor, exponent) == str(Decimal(minor).scaleb(-exponent))
