@@ -131,7 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(settings.database_url)
         ledger = PropLedger(
-            settings.database_url, group_window_ms=settings.propledger_write_group_window_ms
+            settings.database_url,
+            group_writes=settings.propledger_write_grouping,
+            group_window_ms=settings.propledger_write_group_window_ms,
         )
         database = Database(settings.database_url)
         runner = ProjectionRunner(ledger, database, default_projections())

@@ -643,7 +643,8 @@ def main(argv: list[str] | None = None) -> int:
         "--group-window-ms",
         type=float,
         default=0,
-        help="PROPLEDGER_WRITE_GROUP_WINDOW_MS of the API processes (0: off)",
+        help="PROPLEDGER_WRITE_GROUP_WINDOW_MS of the API processes (0: no added wait; "
+        "grouping itself follows PROPLEDGER_WRITE_GROUPING, on unless set off)",
     )
     parser.add_argument("--out", default="bench/results/multiproc.json")
     parser.add_argument(

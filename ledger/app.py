@@ -127,6 +127,7 @@ class PropLedger(Application[UUID]):
         env: dict[str, str] | None = None,
         *,
         clock: Callable[[], datetime] | None = None,
+        group_writes: bool = False,
         group_window_ms: float = 0,
         stamp_events: bool = False,
     ) -> None:
@@ -144,8 +145,13 @@ class PropLedger(Application[UUID]):
         settings.update(env or {})
         super().__init__(env=settings)
         self._hot = _HotAccounts(HOT_ACCOUNTS)
+        # Single trade posts from concurrent requests decided and saved together: what is
+        # queued while a save commits goes into the next one; `group_window_ms` also
+        # waits that long for more (off when neither is set).
         self._grouper: TradeGrouper | None = (
-            TradeGrouper(self, group_window_ms / 1000) if group_window_ms > 0 else None
+            TradeGrouper(self, group_window_ms / 1000)
+            if group_writes or group_window_ms > 0
+            else None
         )
 
     # Helpers ------------------------------------------------------------------------
@@ -620,8 +626,8 @@ class PropLedger(Application[UUID]):
     # Trades and equity --------------------------------------------------------------
 
     def post_trade(self, account_id: str, body: Any, actor: str | None = None) -> AccountReply:
-        """A single trade post: grouped with concurrent posts into one save when a
-        batching window is configured, else recorded on its own."""
+        """A single trade post: grouped with concurrent posts into one save when write
+        grouping is on, else recorded on its own."""
         if self._grouper is not None:
             return self._grouper.submit(account_id, body, actor)
         return self.record_trade(account_id, body, actor)

@@ -34,7 +34,10 @@ class Settings(BaseSettings):
     # bridges (role platform) get their own, larger, allowance.
     propledger_rate_limit_default: float = Field(default=500.0, gt=0)
     propledger_rate_limit_platform: float = Field(default=5000.0, gt=0)
-    # Milliseconds to collect concurrent single trade posts into one save (0: off).
+    # Concurrent single trade posts are decided and saved together, one transaction for
+    # what queued while the previous one committed (ledger/grouping.py); no added wait.
+    propledger_write_grouping: bool = True
+    # Milliseconds to wait for more posts before saving a group (0: none).
     propledger_write_group_window_ms: float = Field(default=0, ge=0, le=50)
     # How long an Idempotency-Key and its stored reply are kept.
     propledger_idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)

@@ -1,12 +1,15 @@
-"""A short batching window for single trade posts: concurrent commands, one save.
+"""Group commit for single trade posts: concurrent commands, one save.
 
 The event store takes a table lock per save, so single saves queue behind each other's
-commits. Trades posted at the same moment from many connections are collected for a few
-milliseconds and decided in arrival order on one set of loaded accounts, then saved in
-one transaction. Each caller still gets its own exact answer: the account as its own
-trade left it (copied right after deciding it), its own refusal, or the original result
-of a duplicate. A collision with another process re-decides the whole group from the
-store; any other failure falls back to deciding each trade on its own.
+commits. One thread decides and saves single posts: the trades that arrived while the
+previous group was being saved (and, with a window, those arriving within it) are decided
+in arrival order on one set of loaded accounts, then saved in one transaction. A post
+that finds the thread idle is saved at once, alone: grouping adds no wait unless a
+window is configured, and groups grow with the load. Each caller still gets its own
+exact answer: the account as its own trade left it (copied right after deciding it), its
+own refusal, or the original result of a duplicate. A collision with another process
+re-decides the whole group from the store; any other failure falls back to deciding each
+trade on its own.
 """
 
 from __future__ import annotations
@@ -61,8 +64,9 @@ class TradeGrouper:
             if first is None:
                 return
             group = [first]
+            closing = self._drain(group)
             deadline = time.monotonic() + self.window
-            while len(group) < MAX_GROUP:
+            while not closing and self.window > 0 and len(group) < MAX_GROUP:
                 remaining = deadline - time.monotonic()
                 try:
                     item = self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else None
@@ -74,6 +78,20 @@ class TradeGrouper:
                     break
                 group.append(item)
             self._decide(group)
+            if closing:
+                return
+
+    def _drain(self, group: list[_Pending]) -> bool:
+        """Adds what is queued already, without waiting; True when `close` was asked."""
+        while len(group) < MAX_GROUP:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if item is None:
+                return True
+            group.append(item)
+        return False
 
     def _decide(self, group: list[_Pending]) -> None:
         try:

@@ -23,6 +23,13 @@ def url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     return sqlite_url
 
 
+# A window of 20 ms, and the default of the API: no window, what queued meanwhile.
+GROUPINGS = [
+    pytest.param({"group_window_ms": 20}, id="window"),
+    pytest.param({"group_writes": True}, id="queued"),
+]
+
+
 def post_all(ledger: PropLedger, posts: list[tuple[str, dict[str, Any]]]) -> list[Any]:
     """Posts every trade from its own thread, all released at once."""
     results: list[Any] = [None] * len(posts)
@@ -44,9 +51,12 @@ def post_all(ledger: PropLedger, posts: list[tuple[str, dict[str, Any]]]) -> lis
     return results
 
 
-def test_concurrent_posts_grouped_into_saves_each_get_their_own_exact_answer(url: str) -> None:
+@pytest.mark.parametrize("grouping", GROUPINGS)
+def test_concurrent_posts_grouped_into_saves_each_get_their_own_exact_answer(
+    url: str, grouping: dict[str, Any]
+) -> None:
     migrate(url)
-    ledger = PropLedger(url, group_window_ms=20)
+    ledger = PropLedger(url, **grouping)
     try:
         program = program_body(uid("group-"))
         ledger.define_program(program)
@@ -106,9 +116,12 @@ def test_concurrent_posts_grouped_into_saves_each_get_their_own_exact_answer(url
         ledger.close()
 
 
-def test_a_collision_with_another_process_re_decides_the_group(url: str) -> None:
+@pytest.mark.parametrize("grouping", GROUPINGS)
+def test_a_collision_with_another_process_re_decides_the_group(
+    url: str, grouping: dict[str, Any]
+) -> None:
     migrate(url)
-    grouped = PropLedger(url, group_window_ms=20)
+    grouped = PropLedger(url, **grouping)
     other = PropLedger(url)
     try:
         program = program_body(uid("collide-"))
