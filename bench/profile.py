@@ -93,7 +93,7 @@ def _where(frame: str) -> str:
     return f"({path})" if path else ""
 
 
-def spy_http(url: str, what: str, sizes: Sizes, out_dir: Path) -> None:
+def spy_http(url: str, what: str, sizes: Sizes, out_dir: Path, *, gil: bool = False) -> None:
     spy = py_spy()
     if spy is None:
         raise SystemExit("py-spy not found: pip install py-spy (into the venv) to profile HTTP")
@@ -104,7 +104,7 @@ def spy_http(url: str, what: str, sizes: Sizes, out_dir: Path) -> None:
     try:
         recorder = subprocess.Popen(
             [spy, "record", "--pid", str(server.pid), "--format", "raw", "--rate", "200",
-             "--output", str(raw), "--nonblocking"],
+             "--output", str(raw), "--nonblocking", *(["--gil"] if gil else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -193,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--what", default=",".join(WHAT), help=f"comma-separated: {WHAT}")
     parser.add_argument("--out-dir", default="bench/results/profiles")
     parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="HTTP runs: sample only the thread holding the GIL (where the CPU goes)",
+    )
+    parser.add_argument(
         "--postgres-admin-url", default=os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN_URL)
     )
     args = parser.parse_args(argv)
@@ -205,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         with fresh_database(args.backend, args.postgres_admin_url) as url:
             migrate(url)
             if what in ("batch", "single"):
-                spy_http(url, what, sizes, out_dir)
+                spy_http(url, what, sizes, out_dir, gil=args.gil)
             else:
                 in_process(url, what, sizes, out_dir)
     return 0

@@ -44,6 +44,10 @@ from bench.db import connect, fresh_database, is_sqlite, server_version
 from bench.lag import LagProbe
 from bench.server import Server
 from bench.workload import SECRET, Trades, program_body, purchase_body
+from domain import journal
+from domain.aggregates import Trader
+from domain.ids import first_account_id
+from domain.money import Money
 from ledger.app import PropLedger
 from ledger.audit import export_log
 from ledger.migrate import migrate
@@ -75,6 +79,7 @@ class Sizes:
     replay_reps: int
     payout_rows: int
     payout_reps: int
+    scale_accounts: int  # accounts of the memory figure (issue 7: RSS at 100,000 accounts)
 
 
 FULL = Sizes(
@@ -92,6 +97,7 @@ FULL = Sizes(
     replay_reps=3,
     payout_rows=100_000,
     payout_reps=3,
+    scale_accounts=100_000,
 )
 QUICK = Sizes(
     accounts=40,
@@ -108,6 +114,7 @@ QUICK = Sizes(
     replay_reps=3,
     payout_rows=200,
     payout_reps=3,
+    scale_accounts=300,
 )
 
 # name -> (unit, comparison, threshold, what the issue asks). None: information only.
@@ -133,6 +140,8 @@ TARGETS: dict[str, tuple[str, str | None, float | None]] = {
     "rebuild_events_per_s": ("events/s", ">=", 50_000),
     "payout_report_ms": ("ms", "<", 2_000),
     "server_peak_rss_mb": ("MB", "<", 500),
+    "scale_batch_trades_per_s": ("trades/s", None, None),
+    "scale_server_peak_rss_mb": ("MB", "<", 500),
 }
 FIGURES = tuple(TARGETS)
 
@@ -544,10 +553,84 @@ def bench_payout_report(url: str, rows: int, reps: int) -> list[float]:
     return timings
 
 
+# 8. Memory at scale ----------------------------------------------------------------------------
+
+
+def open_accounts_bulk(url: str, count: int, run: str, chunk: int = 1000) -> list[str]:
+    """Setup, not measured: `count` purchases' accounts, opened as `PropLedger.purchase`
+    opens them (a trader, a phase-1 account, the fee's journal entry) but saved 1,000 a
+    transaction instead of one, so 100,000 take seconds, not minutes."""
+    ledger = PropLedger(url)
+    opened: list[str] = []
+    try:
+        ledger.define_program(program_body(), "bench")
+        program = ledger.program(program_body()["program_id"])
+        fee = Money.of("540.00", "USD")
+        lines = journal.transfer_lines(journal.ASSETS_BANK, journal.REVENUE_CHALLENGE_FEES, fee)
+        for start in range(0, count, chunk):
+            aggregates: list[Any] = []
+            for index in range(start, min(count, start + chunk)):
+                body = purchase_body(index, run)
+                trader = Trader.register(body["trader_id"])
+                purchase = {
+                    "purchase_id": body["purchase_id"],
+                    "method": body["method"],
+                    "amount": fee.amount,
+                    "currency": "USD",
+                }
+                account = ledger._open_first_account(
+                    first_account_id(body["purchase_id"]),
+                    trader,
+                    program,
+                    purchase=purchase,
+                    journal_lines=lines,
+                    actor="bench",
+                )
+                aggregates += [trader, account]
+                opened.append(str(account.id))
+            ledger._save(*aggregates)
+    finally:
+        ledger.close()
+    return opened
+
+
+def bench_scale(url: str, sizes: Sizes, run: str) -> tuple[list[float], float]:
+    """A server with in-process projection workers takes one trade on each of
+    `scale_accounts` accounts in batches of 1,000 (every account a cache miss), then
+    its peak RSS is read once the workers caught up. Returns the batch rates and MB."""
+    accounts = open_accounts_bulk(url, sizes.scale_accounts, f"{run}-scale")
+    trades = Trades()
+    server = Server(url)
+    server.start()
+    rates: list[float] = []
+    try:
+        with (
+            LagProbe(url) as probe,
+            httpx.Client(base_url=server.base_url, headers=auth_headers(), timeout=300) as client,
+        ):
+            probe.reply(_position(client))
+            probe.wait_caught_up(timeout=600)  # the opened accounts' board rows
+            size = min(sizes.batch_size, len(accounts))
+            for offset in range(0, len(accounts), size):
+                body = trades.batch_body(accounts[offset : offset + size], size)
+                started = time.perf_counter()
+                reply = client.post("/v1/trades:batch", content=body)
+                elapsed = time.perf_counter() - started
+                if reply.status_code != 200:
+                    raise RuntimeError(f"batch answered {reply.status_code}: {reply.text[:500]}")
+                _check_created(reply.json()["results"])
+                probe.reply(int(reply.json()["position"]))
+                rates.append(size / elapsed)
+            probe.wait_caught_up(timeout=600)
+        return rates, server.peak_rss_mb()
+    finally:
+        server.stop()
+
+
 # One backend ---------------------------------------------------------------------------------
 
 
-GROUPS = ("http", "raw", "reads", "replay", "report")
+GROUPS = ("http", "raw", "reads", "replay", "report", "scale")
 
 
 def run_backend(
@@ -604,6 +687,11 @@ def run_backend(
                 bench_payout_report(url, sizes.payout_rows, sizes.payout_reps),
                 payouts=sizes.payout_rows,
             )
+        if "scale" in only:
+            log(f"{backend}: {sizes.scale_accounts} accounts, one trade each, server memory")
+            rates, rss = bench_scale(url, sizes, run)
+            figures.median("scale_batch_trades_per_s", rates, accounts=sizes.scale_accounts)
+            figures.add("scale_server_peak_rss_mb", rss, accounts=sizes.scale_accounts)
     return {"info": info, "figures": figures.values}
 
 

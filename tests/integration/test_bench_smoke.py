@@ -39,6 +39,8 @@ FIGURES = (
     "rebuild_events_per_s",
     "payout_report_ms",
     "server_peak_rss_mb",
+    "scale_batch_trades_per_s",
+    "scale_server_peak_rss_mb",
 )
 
 
