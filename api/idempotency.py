@@ -51,36 +51,44 @@ class IdempotencyStore:
         self.ttl = ttl
 
     def claim(self, principal: str, key: str, request_hash: str) -> dict[str, Any] | None:
-        """Claims the key for this request; returns the existing row if it is taken."""
+        """Claims the key for this request; returns the existing row if it is taken.
+
+        A new key (nearly every request) is claimed with one statement; only a key that
+        is already there is looked at further: expired or abandoned, it is claimed anew."""
         now = _now()
-        with self.database.transaction() as cursor:
-            cursor.execute(
-                "DELETE FROM idempotency_keys WHERE principal = ? AND idempotency_key = ? "
-                "AND (created_at < ? OR (status IS NULL AND created_at < ?))",
-                (principal, key, _stamp(now - self.ttl), _stamp(now - ABANDONED_AFTER)),
-            )
-            inserted = cursor.execute(
-                "INSERT INTO idempotency_keys (principal, idempotency_key, request_hash, "
-                "created_at) VALUES (?, ?, ?, ?) ON CONFLICT (principal, idempotency_key) "
-                "DO NOTHING RETURNING principal",
-                (principal, key, request_hash, _stamp(now)),
-            )
-            if inserted:
-                return None  # claimed: this request goes ahead
-            rows = cursor.execute(
-                "SELECT request_hash, status, headers, body, created_at FROM idempotency_keys "
-                "WHERE principal = ? AND idempotency_key = ?",
-                (principal, key),
-            )
-        return rows[0]
+        insert = (
+            "INSERT INTO idempotency_keys (principal, idempotency_key, request_hash, "
+            "created_at) VALUES (?, ?, ?, ?) ON CONFLICT (principal, idempotency_key) "
+            "DO NOTHING RETURNING principal"
+        )
+        claim = (principal, key, request_hash, _stamp(now))
+        if self.database.execute_one(insert, claim):
+            return None  # claimed: this request goes ahead
+        for _attempt in range(10):
+            with self.database.transaction() as cursor:
+                cursor.execute(
+                    "DELETE FROM idempotency_keys WHERE principal = ? AND idempotency_key = ? "
+                    "AND (created_at < ? OR (status IS NULL AND created_at < ?))",
+                    (principal, key, _stamp(now - self.ttl), _stamp(now - ABANDONED_AFTER)),
+                )
+                if cursor.execute(insert, claim):
+                    return None  # the old claim had expired or was abandoned
+                rows = cursor.execute(
+                    "SELECT request_hash, status, headers, body, created_at "
+                    "FROM idempotency_keys WHERE principal = ? AND idempotency_key = ?",
+                    (principal, key),
+                )
+            if rows:
+                return rows[0]
+            # Released by its request between our insert and our look: try again.
+        raise RuntimeError(f"Idempotency-Key {key!r} changed hands ten times while claimed")
 
     def complete(self, principal: str, key: str, status: int, headers: str, body: bytes) -> None:
-        with self.database.transaction() as cursor:
-            cursor.execute(
-                "UPDATE idempotency_keys SET status = ?, headers = ?, body = ? "
-                "WHERE principal = ? AND idempotency_key = ?",
-                (status, headers, body, principal, key),
-            )
+        self.database.execute_one(
+            "UPDATE idempotency_keys SET status = ?, headers = ?, body = ? "
+            "WHERE principal = ? AND idempotency_key = ?",
+            (status, headers, body, principal, key),
+        )
 
     def release(self, principal: str, key: str) -> None:
         with self.database.transaction() as cursor:

@@ -95,6 +95,22 @@ class Database:
         ):
             yield _PostgresCursor(cursor)
 
+    def execute_one(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """One statement as its own transaction. On PostgreSQL it is sent in autocommit
+        mode: one round trip instead of BEGIN, the statement and COMMIT (the statement is
+        atomic on its own; the commit is as durable as any other)."""
+        if self._pool is None:
+            with self.transaction() as cursor:
+                return cursor.execute(sql, params)
+        with self._pool.connection() as connection:
+            connection.autocommit = True
+            try:
+                with connection.cursor() as cursor:
+                    return _PostgresCursor(cursor).execute(sql, params)
+            finally:
+                if not connection.closed:
+                    connection.autocommit = False
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self.transaction(write=False) as cursor:
             return cursor.execute(sql, params)
