@@ -277,12 +277,12 @@ def _routes(app: FastAPI) -> None:
         ledger = _ledger(request)
         reply = ledger.post_trade(account_id, body.model_dump(), principal.sub)
         payload = {
-            **account_state(reply.account),
+            **account_state(reply.account),  # JSON-ready already: no second plain()
             "trade_id": body.trade_id,
             "duplicate": reply.duplicate,
             "position": reply.position or ledger.position(),
         }
-        return _created(payload, created=not reply.duplicate)
+        return JSONResponse(payload, status_code=200 if reply.duplicate else 201)
 
     @app.post("/v1/trades:batch", tags=["trades"])
     def record_trades_batch(

@@ -71,7 +71,9 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     )
 
 
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
+    """Async although it does no I/O: FastAPI runs a sync dependency in its thread
+    pool, a thread hop per request for a few dictionary lookups."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -92,7 +94,7 @@ CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 def require(*roles: str) -> Any:
     """A dependency that admits tokens holding at least one of `roles`."""
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:  # async: no thread hop
         if not principal.has_any(roles):
             raise ApiError(403, "forbidden", f"this needs one of the roles: {', '.join(roles)}")
         return principal

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.middleware import VerifiedTokens
 from ledger.config import Settings
 from tests.support import SECRET, auth, sqlite_file_url
 
@@ -89,8 +92,6 @@ def test_the_access_log_names_the_subject_but_never_the_token(
 def test_tokens_without_exp_or_sub_or_signed_otherwise_are_refused(
     slow_client: TestClient, claims: dict[str, object], algorithm: str, key: str | None
 ) -> None:
-    import jwt
-
     token = jwt.encode(claims, key, algorithm=algorithm)
     reply = slow_client.get("/v1/programs/any", headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 401
@@ -113,3 +114,30 @@ def test_development_generates_a_secret_once_and_keeps_it(
     assert len(first) >= 32
     assert settings.jwt_secret() == first
     assert (tmp_path / "var" / "jwt-secret").stat().st_mode & 0o077 == 0
+
+
+def test_a_token_verified_once_is_refused_once_it_expires(slow_client: TestClient) -> None:
+    expires = int(time.time()) + 1
+    token = jwt.encode({"sub": "short-lived", "roles": ["admin"], "exp": expires}, SECRET)
+    headers = {"Authorization": f"Bearer {token}"}
+    first = slow_client.get("/v1/programs/none", headers=headers)
+    assert first.status_code == 404  # admitted (its verdict is kept): no such program
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    later = slow_client.get("/v1/programs/none", headers=headers)
+    assert later.status_code == 401
+    assert later.json()["error"]["code"] == "token_expired"
+
+
+def test_kept_verdicts_are_per_secret_and_never_for_refused_tokens() -> None:
+    tokens = VerifiedTokens()
+    claims = {"sub": "s", "roles": ["admin"], "exp": int(time.time()) + 600}
+    token = jwt.encode(claims, SECRET)
+    assert tokens.verify(SECRET, token) == claims
+    assert tokens.verify(SECRET, token) == claims  # the kept verdict
+    assert tokens.verify("another-secret-" + "x" * 32, token) is None  # not kept for it
+    not_yet = jwt.encode({**claims, "nbf": int(time.time()) + 600}, SECRET)
+    assert tokens.verify(SECRET, not_yet) is None
+    assert (SECRET, not_yet) not in tokens._tokens  # a refusal is decided again next time
+    # A kept verdict lasts until the token's exp, not a moment longer.
+    tokens.clock = lambda: float(claims["exp"])
+    assert tokens.verify(SECRET, token) is None
