@@ -68,6 +68,13 @@ class NeedsLatest(Protocol):
     def needs(self, notifications: Sequence[Any]) -> Sequence[Any]: ...
 
 
+class DecodesItself(Protocol):
+    """Optional for a projection: reads a notification into what its `apply` takes, or
+    returns None to be given the domain event (the mapper's decoding) instead."""
+
+    def decode(self, notification: Any) -> Any | None: ...
+
+
 class ProjectionRunner:
     def __init__(
         self,
@@ -329,9 +336,14 @@ class _Page:
         needs = getattr(projection, "needs", None)
         if needs is not None:
             wanted = list(needs(wanted))
+        # A projection may read some events itself, more cheaply than as domain events
+        # (`decode` returns None for those it leaves to the mapper).
+        decode = getattr(projection, "decode", None)
         events = []
         for notification in wanted:
-            event = self._events.get(notification.id)
+            event = None if decode is None else decode(notification)
+            if event is None:
+                event = self._events.get(notification.id)
             if event is None:
                 event = self._events[notification.id] = self._mapper.to_domain_event(notification)
             events.append((notification.id, event))

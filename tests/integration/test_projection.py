@@ -3,7 +3,10 @@ exactly-once under failures and concurrent runners (SQLite file and PostgreSQL).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -219,6 +222,41 @@ def test_the_board_needs_each_accounts_opening_and_newest_event_of_a_page(
     assert runner.rebuild(AccountBoard()) == len(page)
     assert all_rows(database) == in_threes
     assert_board_equals_aggregates(ledger, database)
+
+
+def test_the_board_reads_stored_account_events_as_their_domain_events_say(
+    ledger: PropLedger, program_id: str
+) -> None:
+    populate(ledger, program_id)
+    board = AccountBoard()
+    read_lean: Counter[str] = Counter()
+    for notification in notifications(ledger):
+        if not board.handles(notification.topic):
+            continue
+        lean = board.decode(notification)
+        event = ledger.mapper.to_domain_event(notification)
+        if lean is None:
+            assert isinstance(event, TradingAccount.Opened)  # the static columns: long way
+            continue
+        assert lean.originator_id == event.originator_id
+        assert lean.dynamic == board._dynamic(event)
+        read_lean[type(event).__name__] += 1
+    assert {"TradeClosed", "RuleBreached", "PhasePassed", "EquityMarked"} <= set(read_lean)
+
+
+def test_an_event_stored_at_an_older_class_version_is_left_to_the_mapper(
+    ledger: PropLedger, program_id: str
+) -> None:
+    populate(ledger, program_id)
+    board = AccountBoard()
+    trade = next(n for n in notifications(ledger) if n.topic.endswith(".TradeClosed"))
+    state = json.loads(trade.state)
+    state["class_version"] = 1  # as stored before `actor` (upcast on reading)
+    del state["actor"]
+    older = dataclasses.replace(trade, state=json.dumps(state).encode())
+    assert board.decode(older) is None
+    assert board.decode(dataclasses.replace(trade, state=b"x\x9c compressed")) is None
+    assert board.decode(trade) is not None
 
 
 def test_a_page_that_fails_midway_changes_nothing_and_the_next_run_applies_it_once(
