@@ -895,12 +895,16 @@ def _events_after(recorder: Any, after: dict[UUID, int]) -> list[StoredEvent]:
     if not after:
         return []
     if isinstance(recorder, PostgresAggregateRecorder):
+        # One index range scan per aggregate (LATERAL). A plain join let the planner
+        # merge-join against the whole events table: a full index scan on every batch,
+        # growing with the log (110 ms at 115k events, where this takes ~5 ms).
         query = SQL(
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM unnest(%b::{id_type}[], %b::bigint[]) AS k(id, after) "
-            "JOIN {schema}.{table} e ON e.originator_id = k.id "
-            "AND e.originator_version > k.after "
-            "ORDER BY e.originator_id, e.originator_version"
+            "FROM unnest(%b::{id_type}[], %b::bigint[]) WITH ORDINALITY AS k(id, after, n) "
+            "CROSS JOIN LATERAL (SELECT originator_id, originator_version, topic, state "
+            "FROM {schema}.{table} WHERE originator_id = k.id AND originator_version > k.after "
+            "ORDER BY originator_version) e "
+            "ORDER BY k.n, e.originator_version"
         ).format(
             schema=Identifier(recorder.datastore.schema),
             table=Identifier(recorder.events_table_name),
@@ -915,6 +919,10 @@ def _events_after(recorder: Any, after: dict[UUID, int]) -> list[StoredEvent]:
 
 def _select_stored(recorder: Any, query: Any, params: tuple[Any, ...]) -> list[StoredEvent]:
     with recorder.datastore.get_connection() as connection, connection.cursor() as cursor:
+        # These queries' row estimates are far too high for a thousand keys, which made
+        # PostgreSQL JIT-compile them on every batch (60-100 ms of compiling for a few
+        # milliseconds of index lookups). Off for this connection's session.
+        cursor.execute("SET jit = off")
         cursor.execute(query, params)
         return [
             StoredEvent(
