@@ -239,7 +239,7 @@ def _routes(app: FastAPI) -> None:
         try:
             position = _ledger(request).position()
             runner: ProjectionRunner = request.app.state.runner
-            projections = {p.name: runner.position(p.name) for p in runner.projections}
+            projections = runner.positions()  # one query for all of them
         except Exception as error:
             logger.warning("health check failed: %s", error)
             return envelope(503, "store_unreachable", "the event store cannot be reached")
