@@ -38,6 +38,29 @@ class TradeOutcome:
     opened: TradingAccount | None = None
 
 
+class _TradeLog:
+    """Trade ids as a snapshot stored them: `trade_id<TAB>version<TAB>fingerprint` lines
+    (trade ids hold neither character). Parsed once, when first needed; the parsed map is
+    never changed (each account copies it before adding to it)."""
+
+    __slots__ = ("_parsed", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._parsed: dict[str, tuple[int, str]] | None = None
+
+    def parsed(self) -> dict[str, tuple[int, str]]:
+        parsed = self._parsed
+        if parsed is None:
+            rows = [line.split("\t") for line in self.text.split("\n")] if self.text else []
+            parsed = self._parsed = {t: (int(v), fp) for t, v, fp in rows}  # 3 fields each
+        return parsed
+
+
+def _trade_log_of(trades: dict[str, tuple[int, str]]) -> str:
+    return "\n".join(f"{trade_id}\t{v}\t{fp}" for trade_id, (v, fp) in trades.items())
+
+
 class AccountSnapshot(Snapshot):
     """A snapshot of an account as primitives (the aggregate holds domain values the
     event store's JSON transcoder does not know), so long histories load fast."""
@@ -203,7 +226,44 @@ class TradingAccount(Aggregate):
         self.approved_payouts = 0
         self.last_payout_at: datetime | None = None
         # trade_id -> (account version that recorded it, content fingerprint)
-        self.trades: dict[str, tuple[int, str]] = {}
+        self.trades = {}
+
+    # The trade ids an account has recorded, for spotting a trade posted again. Loaded from
+    # a snapshot they stay the snapshot's text (a `_TradeLog` shared by the copies of the
+    # account) until a command needs them: a read of a long account (10,000 trades) then
+    # decodes one string instead of a map of 10,000 entries, about half of its load time.
+    @property
+    def trades(self) -> dict[str, tuple[int, str]]:
+        trades: dict[str, tuple[int, str]] | None = self.__dict__.get("_trades")
+        if trades is None:
+            source: _TradeLog | None = self.__dict__.get("_trade_source")
+            trades = {} if source is None else dict(source.parsed())
+            trades.update(self.__dict__.get("_trades_added") or {})
+            self.__dict__.update(_trades=trades, _trade_source=None, _trades_added=None)
+        return trades
+
+    @trades.setter
+    def trades(self, value: dict[str, tuple[int, str]]) -> None:
+        self.__dict__.update(_trades=value, _trade_source=None, _trades_added=None)
+
+    def _add_trade(self, trade_id: str, entry: tuple[int, str]) -> None:
+        """Records a trade id; on an account whose ids are still a snapshot's text, beside
+        it (a replay after the snapshot does not need to parse them)."""
+        trades: dict[str, tuple[int, str]] | None = self.__dict__.get("_trades")
+        if trades is not None:
+            trades[trade_id] = entry
+            return
+        added: dict[str, tuple[int, str]] | None = self.__dict__.get("_trades_added")
+        self.__dict__["_trades_added"] = {**(added or {}), trade_id: entry}
+
+    def _trade_log_text(self) -> str:
+        source: _TradeLog | None = self.__dict__.get("_trade_source")
+        if source is None or self.__dict__.get("_trades") is not None:
+            return _trade_log_of(self.trades)
+        added = self.__dict__.get("_trades_added")
+        if not added:
+            return source.text  # as loaded, never parsed: the same text
+        return "\n".join(filter(None, [source.text, _trade_log_of(added)]))
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TradingAccount:
         """Commands work on copies of cached accounts. Most of an account is immutable
@@ -213,7 +273,9 @@ class TradingAccount(Aggregate):
         ids deeply was most of the cost of every command on a long account."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone.trades = dict(self.trades)
+        own = self.__dict__.get("_trades")
+        if own is not None:  # else the clone shares the unparsed snapshot text
+            clone.__dict__["_trades"] = dict(own)
         clone._pending_events = list(self._pending_events)
         memo[id(self)] = clone
         return clone
@@ -236,7 +298,7 @@ class TradingAccount(Aggregate):
             "pending_payout_id": self.pending_payout_id,
             "approved_payouts": self.approved_payouts,
             "last_payout_at": self.last_payout_at,
-            "trades": {trade_id: list(entry) for trade_id, entry in self.trades.items()},
+            "trade_log": self._trade_log_text(),
             "created_on": self.created_on,
             "modified_on": self.modified_on,
         }
@@ -279,8 +341,13 @@ class TradingAccount(Aggregate):
             pending_payout_id=data["pending_payout_id"],
             approved_payouts=data["approved_payouts"],
             last_payout_at=data["last_payout_at"],
-            trades={trade_id: (int(v), str(fp)) for trade_id, (v, fp) in data["trades"].items()},
         )
+        if "trade_log" in data:
+            account.__dict__.update(_trades=None, _trade_source=_TradeLog(str(data["trade_log"])))
+        else:  # a snapshot taken before trade_log: the map of trade id -> [version, fp]
+            account.trades = {
+                trade_id: (int(v), str(fp)) for trade_id, (v, fp) in data["trades"].items()
+            }
         return account
 
     # Opening -----------------------------------------------------------------------
@@ -534,7 +601,7 @@ class TradingAccount(Aggregate):
             self.state = rules.after_trade(
                 self.state, self.rules, self.calendar, trade["closed_at"], net
             )
-        self.trades[trade["trade_id"]] = (event.originator_version, event.fingerprint)
+        self._add_trade(trade["trade_id"], (event.originator_version, event.fingerprint))
 
     def _apply_equity_mark(self, event: TradingAccount.EquityMarked) -> None:
         equity = Money(event.equity, self.currency)

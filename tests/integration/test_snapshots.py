@@ -164,6 +164,18 @@ def test_verify_checks_each_snapshot_against_a_replay_and_names_an_edited_one(ur
         assert finding.stream_id == UUID(account_id).hex
         assert "state" in finding.message
 
+        # Someone drops a trade id from the snapshot: a retry of that trade would be
+        # recorded twice by a process loading from it.
+        def forgetful(state: bytes) -> bytes:
+            data = json.loads(state)
+            data["state"]["trade_log"] = data["state"]["trade_log"].split("\n", 1)[1]
+            return json.dumps(data).encode()
+
+        _edit_snapshot(url, account_id, forgetful)
+        forgot = verify_snapshots(PropLedger(url), url)
+        assert [f.kind for f in forgot.findings] == ["snapshot_mismatch"]
+        assert "trade_log" in forgot.findings[0].message
+
         _edit_snapshot(url, account_id, lambda _: b"not json")
         broken = verify_snapshots(PropLedger(url), url)
         assert [f.kind for f in broken.findings] == ["snapshot_mismatch"]

@@ -4,6 +4,8 @@
 - A trade's fingerprint is the SHA-256 of `json.dumps(..., sort_keys=True)`, unchanged.
 - An export line is composed directly, byte for byte what `json.dumps` of its record gives.
 - Report amounts are formatted from minor units with integers: the Decimal text exactly.
+- An account loaded from a snapshot keeps its trade ids as the snapshot's text until a
+  command needs them; parsed, they are the same ids, and old snapshots still load.
 - Deciding a trade hands the computed state to the event's apply instead of computing it
   twice: the decided account equals a replay of its events, whatever the trades do
   (breaches, passes, late trades, other days, trailing floors).
@@ -12,14 +14,17 @@
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.account import TradingAccount
 from domain.money import Money
 from ledger.audit import export_line
 from projections.payouts import minor_text
@@ -148,3 +153,53 @@ def test_an_export_line_is_what_json_dumps_gives(
 @given(minor=st.integers(min_value=-(10**24), max_value=10**24), exponent=st.integers(0, 3))
 def test_minor_units_text_is_the_decimal_text(minor: int, exponent: int) -> None:
     assert minor_text(minor, exponent) == str(Decimal(minor).scaleb(-exponent))
+
+
+def test_trade_ids_from_a_snapshot_stay_text_until_needed_and_then_are_the_same() -> None:
+    account = open_account()
+    for number in range(5):
+        close(account, f"T-{number}", f"2026-03-02T10:0{number}:00Z", "12.50")
+    state = account.snapshot_state()
+    assert state["trade_log"].count("\n") == 4
+    loaded = TradingAccount.from_snapshot_state(account.id, account.version, state)
+    assert loaded.__dict__["_trades"] is None  # not parsed by loading
+    copied = copy.deepcopy(loaded)  # what every command works on
+    assert copied.__dict__["_trades"] is None  # a copy (a read) does not parse either
+    assert loaded.snapshot_state() == state  # the text is kept as it came
+    assert copied.trades == account.trades
+    copied.trades["T-9"] = (99, "f" * 32)
+    assert "T-9" not in loaded.trades  # copies never share a parsed map they change
+    assert loaded.trades == account.trades
+    assert close(loaded, "T-3", "2026-03-02T10:03:00Z", "12.50").duplicate  # found by id
+    assert loaded.snapshot_state()["trade_log"] == state["trade_log"]  # parsed, same text
+
+
+def test_a_snapshot_stored_before_trade_log_still_loads() -> None:
+    account = open_account()
+    close(account, "T-1", "2026-03-02T10:00:00Z", "12.50")
+    close(account, "T-2", "2026-03-02T11:00:00Z", "-2.50")
+    state = account.snapshot_state()
+    older = {key: value for key, value in state.items() if key != "trade_log"}
+    older["trades"] = {trade_id: list(entry) for trade_id, entry in account.trades.items()}
+    loaded = TradingAccount.from_snapshot_state(account.id, account.version, older)
+    assert loaded.trades == account.trades
+    assert loaded.snapshot_state() == state
+
+
+def test_events_replayed_after_a_snapshot_add_trade_ids_without_parsing_the_text() -> None:
+    account = open_account()
+    for number in range(4):
+        close(account, f"T-{number}", f"2026-03-02T10:0{number}:00Z", "3.00")
+    account.collect_events()  # saved: what follows are the events after the snapshot
+    state = account.snapshot_state()
+    version = account.version
+    close(account, "T-4", "2026-03-02T11:00:00Z", "-1.00")
+    close(account, "T-5", "2026-03-02T11:30:00Z", "2.00")
+    after = account.collect_events()
+    loaded: Any = TradingAccount.from_snapshot_state(account.id, version, state)
+    for event in after:
+        loaded = event.mutate(loaded)
+    assert loaded.__dict__["_trades"] is None  # a read after a replay parses nothing
+    assert loaded.snapshot_state() == account.snapshot_state()
+    assert loaded.trades == account.trades
+    assert list(loaded.trades) == [f"T-{n}" for n in range(6)]  # recording order kept
