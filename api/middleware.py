@@ -217,7 +217,8 @@ class VerifiedTokens:
             if len(self._tokens) >= self.MAX_TOKENS:
                 for old in list(self._tokens)[: self.MAX_TOKENS // 2]:
                     del self._tokens[old]
-            self._tokens[key] = (claims, float(claims["exp"]))
+            # As PyJWT reads it: int(exp), expired once now >= it.
+            self._tokens[key] = (claims, float(int(claims["exp"])))
         return dict(claims)
 
 
