@@ -921,8 +921,11 @@ def _select_stored(recorder: Any, query: Any, params: tuple[Any, ...]) -> list[S
     with recorder.datastore.get_connection() as connection, connection.cursor() as cursor:
         # These queries' row estimates are far too high for a thousand keys, which made
         # PostgreSQL JIT-compile them on every batch (60-100 ms of compiling for a few
-        # milliseconds of index lookups). Off for this connection's session.
-        cursor.execute("SET jit = off")
+        # milliseconds of index lookups). Off for the session, once per connection (the
+        # library's connections are in autocommit, so the setting stays).
+        if not getattr(connection, "_propledger_jit_off", False):
+            cursor.execute("SET jit = off")
+            connection._propledger_jit_off = True
         cursor.execute(query, params)
         return [
             StoredEvent(

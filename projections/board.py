@@ -68,16 +68,21 @@ def _account_event_class(topic: str) -> type | None:
     return event_class
 
 
-def _stored_text(value: Any, *, required: bool = False) -> Any:
+def _stored_text(value: Any) -> Any:
     """A stored value as the board writes it: plain JSON values as they are, a Decimal
     or datetime as its stored text; anything else raises ValueError (long way)."""
-    if isinstance(value, dict):
-        if value.get("_type_") in _TEXT_TYPES and isinstance(value.get("_data_"), str):
-            return value["_data_"]
-        raise ValueError("a stored value of another type")
-    if required and not isinstance(value, str):
-        raise ValueError("a typed value was expected")
-    return value
+    if not isinstance(value, dict):
+        return value
+    if value.get("_type_") in _TEXT_TYPES and isinstance(value.get("_data_"), str):
+        return value["_data_"]
+    raise ValueError("a stored value of another type")
+
+
+def _stored_instant(value: Any) -> str:
+    """A stored datetime's text; anything else raises ValueError (long way)."""
+    if not isinstance(value, dict) or value.get("_type_") != "datetime_iso":
+        raise ValueError("a datetime was expected")
+    return str(_stored_text(value))
 
 
 def _text(value: Any) -> Any:
@@ -151,7 +156,7 @@ class AccountBoard:
                     {key: _stored_text(value) for key, value in breach.items()}, sort_keys=True
                 ),
                 "next_account_id": board["next_account_id"],
-                "updated_at": _stored_text(data["timestamp"], required=True),
+                "updated_at": _stored_instant(data["timestamp"]),
                 "version": notification.originator_version,
             }
         except (ValueError, KeyError, TypeError, AttributeError):
