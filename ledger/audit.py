@@ -121,6 +121,18 @@ class _Store:
         return None if row is None else (int(row[0]), str(row[1]))
 
 
+def stream_name(value: Any) -> str:
+    """A stream as the API names it: an account's (or any aggregate's) id as a UUID with
+    hyphens, the form of `account_id`; the chain and the export keep the hex form."""
+    if isinstance(value, UUID):
+        return str(value)
+    text = str(value)
+    try:
+        return str(UUID(text))
+    except ValueError:
+        return text
+
+
 def _stream(value: Any) -> str:
     if isinstance(value, UUID):
         return value.hex
@@ -209,7 +221,7 @@ def _check(position: int, event: Any, chain_link: Any, previous_hash: str) -> Fi
         return Finding(
             "missing_link",
             position,
-            _stream(event[1]),
+            stream_name(event[1]),
             int(event[2]),
             None,
             None,
@@ -220,11 +232,11 @@ def _check(position: int, event: Any, chain_link: Any, previous_hash: str) -> Fi
         return Finding(
             "event_missing",
             position,
-            stream,
+            stream_name(stream),
             version,
             found,
             None,
-            f"event {stream} v{version} at position {position} was deleted",
+            f"event {stream_name(stream)} v{version} at position {position} was deleted",
         )
     expected = _expected(previous_hash, event)
     if expected == found:
@@ -239,11 +251,11 @@ def _check(position: int, event: Any, chain_link: Any, previous_hash: str) -> Fi
     return Finding(
         kind,
         position,
-        _stream(event[1]),
+        stream_name(event[1]),
         int(event[2]),
         expected,
         found,
-        f"event {_stream(event[1])} v{int(event[2])} at position {position} {what}",
+        f"event {stream_name(event[1])} v{int(event[2])} at position {position} {what}",
     )
 
 
@@ -366,13 +378,13 @@ def verify_snapshots(
 def _check_stream_snapshots(app: _Replayable, stream: UUID, findings: list[Finding]) -> int:
     def finding(version: int | None, message: str) -> None:
         findings.append(
-            Finding("snapshot_mismatch", None, stream.hex, version, None, None, message)
+            Finding("snapshot_mismatch", None, str(stream), version, None, None, message)
         )
 
     try:
         snapshots = list(app.snapshots.get(stream))
     except Exception as error:  # an edited snapshot may no longer decode at all
-        finding(None, f"a snapshot of stream {stream.hex} does not decode: {error}")
+        finding(None, f"a snapshot of stream {stream} does not decode: {error}")
         return 0
     if not snapshots:
         return 0
@@ -400,7 +412,7 @@ def _check_stream_snapshots(app: _Replayable, stream: UUID, findings: list[Findi
         if differing:
             finding(
                 snapshot.originator_version,
-                f"the snapshot of stream {stream.hex} at version "
+                f"the snapshot of stream {stream} at version "
                 f"{snapshot.originator_version} differs from a replay of its events in: "
                 f"{', '.join(differing)}",
             )

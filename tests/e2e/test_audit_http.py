@@ -370,6 +370,32 @@ def own_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+def test_verify_names_an_edited_event_by_the_account_id_the_api_uses(own_store: str) -> None:
+    with TestClient(make_app(own_store)) as client:
+        program_id = define(client, program_body())
+        account_id = purchase(client, program_id)
+        trade(client, account_id, "75.00")
+        database = client.app.state.database  # type: ignore[attr-defined]
+        if database.dialect == "sqlite":
+            edit = (
+                "UPDATE stored_events SET state = CAST(replace(CAST(state AS TEXT), "
+                "'\"75.00\"', '\"95.00\"') AS BLOB) WHERE topic LIKE ?"
+            )
+        else:
+            edit = (
+                "UPDATE propledger_events SET state = convert_to(replace(convert_from(state, "
+                "'UTF8'), '\"75.00\"', '\"95.00\"'), 'UTF8') WHERE topic LIKE ?"
+            )
+        database.execute_one(edit, ("%TradeClosed",))
+        result = ok(client.post("/v1/audit/verify", headers=AUDITOR))
+
+    assert result["ok"] is False
+    (finding,) = result["chain"]["findings"]
+    assert finding["kind"] == "content_mismatch"
+    assert (finding["stream_id"], finding["version"]) == (account_id, 2)
+    assert account_id in finding["message"]
+
+
 def raw_counts(client: TestClient) -> dict[str, int]:
     database = client.app.state.database  # type: ignore[attr-defined]
     table = "stored_events" if database.dialect == "sqlite" else "propledger_events"

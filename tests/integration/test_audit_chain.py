@@ -298,6 +298,12 @@ def test_an_untouched_store_verifies_clean_including_every_projection(
     assert f"OK: {len(rows)} events, chain head {head[0]}:{head[1]}" in done.stderr
 
 
+def named(stream_hex: str) -> str:
+    """A stream as findings name it: the aggregate id as the API spells it (a UUID with
+    hyphens, an account's `account_id`), not the chain's hex form."""
+    return str(UUID(stream_hex))
+
+
 def test_an_edited_event_is_a_content_mismatch_naming_its_stream_and_version(
     original: Original, store: RawStore, tmp_path: Path
 ) -> None:
@@ -319,14 +325,14 @@ def test_an_edited_event_is_a_content_mismatch_naming_its_stream_and_version(
         Finding(
             kind="content_mismatch",
             position=target.position,
-            stream_id=marked,
+            stream_id=named(marked),
             version=target.version,
             expected=expected_link(store, target, edited),
             found=link_hash,
             message=report.findings[0].message,
         )
     ]
-    assert marked in report.findings[0].message
+    assert named(marked) in report.findings[0].message
     assert f"v{target.version}" in report.findings[0].message
 
     done, result = cli_verify(store, tmp_path)
@@ -337,13 +343,13 @@ def test_an_edited_event_is_a_content_mismatch_naming_its_stream_and_version(
     assert first["kind"] == "content_mismatch"
     assert (first["position"], first["stream_id"], first["version"]) == (
         target.position,
-        marked,
+        named(marked),
         target.version,
     )
     assert first["found"] == link_hash
     assert first["expected"] == expected_link(store, target, edited)
     assert "FAIL chain:" in done.stderr
-    assert marked in done.stderr
+    assert named(marked) in done.stderr
     assert "FAILED" in done.stderr
 
 
@@ -360,7 +366,7 @@ def test_a_deleted_event_is_reported_missing_by_stream_version_and_position(
 
     report = verify_chain(store.url)
     assert [(f.kind, f.position, f.stream_id, f.version) for f in report.findings] == [
-        ("event_missing", target.position, breached, target.version)
+        ("event_missing", target.position, named(breached), target.version)
     ]
     assert report.events == len(rows) - 1
 
@@ -370,10 +376,10 @@ def test_a_deleted_event_is_reported_missing_by_stream_version_and_position(
     assert first["kind"] == "event_missing"
     assert (first["position"], first["stream_id"], first["version"]) == (
         target.position,
-        breached,
+        named(breached),
         target.version,
     )
-    assert f"event {breached} v{target.version} at position {target.position}" in done.stderr
+    assert f"event {named(breached)} v{target.version} at position {target.position}" in done.stderr
 
 
 def test_a_whole_deleted_stream_breaks_the_link_of_the_first_event_after_each_gap(
@@ -398,7 +404,7 @@ def test_a_whole_deleted_stream_breaks_the_link_of_the_first_event_after_each_ga
     assert not report.ok
     assert {f.kind for f in report.findings} <= {"broken_link", "content_mismatch"}
     assert [(f.position, f.stream_id, f.version) for f in report.findings] == [
-        (row.position, row.stream, row.version) for row in after_gaps
+        (row.position, named(row.stream), row.version) for row in after_gaps
     ]
     assert report.findings[0].position == first_after.position
     assert report.events == len(survivors)
@@ -408,10 +414,10 @@ def test_a_whole_deleted_stream_breaks_the_link_of_the_first_event_after_each_ga
     first = result["chain"]["first_broken_link"]
     assert (first["position"], first["stream_id"], first["version"]) == (
         first_after.position,
-        first_after.stream,
+        named(first_after.stream),
         first_after.version,
     )
-    assert first_after.stream in done.stderr
+    assert named(first_after.stream) in done.stderr
     assert f"at position {first_after.position}" in done.stderr
 
 
@@ -589,7 +595,7 @@ def test_an_event_edited_with_sql_string_functions_is_a_content_mismatch_too(
     )
     report = verify_chain(store.url)
     assert [(f.kind, f.position, f.stream_id, f.version) for f in report.findings] == [
-        ("content_mismatch", target.position, marked, target.version)
+        ("content_mismatch", target.position, named(marked), target.version)
     ]
 
 
@@ -630,7 +636,10 @@ def test_an_event_slipped_in_behind_the_service_has_no_link(
         "missing_link",
         inserted.position,
     )
-    assert (report.findings[0].stream_id, report.findings[0].version) == (inserted.stream, 1)
+    assert (report.findings[0].stream_id, report.findings[0].version) == (
+        named(inserted.stream),
+        1,
+    )
     done, result = cli_verify(store, tmp_path)
     assert done.returncode == 1
     assert result["chain"]["first_broken_link"]["kind"] == "missing_link"

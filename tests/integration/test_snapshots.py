@@ -161,7 +161,7 @@ def test_verify_checks_each_snapshot_against_a_replay_and_names_an_edited_one(ur
         assert not found.ok
         [finding] = found.findings
         assert finding.kind == "snapshot_mismatch"
-        assert finding.stream_id == UUID(account_id).hex
+        assert finding.stream_id == str(UUID(account_id))
         assert "state" in finding.message
 
         # Someone drops a trade id from the snapshot: a retry of that trade would be
