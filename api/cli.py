@@ -191,7 +191,7 @@ def cmd_report_payouts(args: argparse.Namespace) -> int:
     else:
         with open(args.output, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
-        print(f"wrote {len(report['payouts'])} payouts to {args.output}", file=sys.stderr)
+        print(f"wrote {len(report['rows'])} payouts to {args.output}", file=sys.stderr)
     return 0
 
 

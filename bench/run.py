@@ -546,8 +546,8 @@ def bench_payout_report(url: str, rows: int, reps: int) -> list[float]:
             started = time.perf_counter()
             report = payout_report(database, None, None)
             timings.append((time.perf_counter() - started) * 1000)
-            if len(report["payouts"]) != rows:
-                raise RuntimeError(f"the report holds {len(report['payouts'])} of {rows} payouts")
+            if len(report["rows"]) != rows:
+                raise RuntimeError(f"the report holds {len(report['rows'])} of {rows} payouts")
     finally:
         database.close()
     return timings

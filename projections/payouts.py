@@ -253,7 +253,7 @@ def payout_report(
         | {field: str(_money(sums[currency][field], currency).amount) for field in fields}
         for currency in sorted(sums)
     ]
-    return {"payouts": rows, "totals": totals}
+    return {"rows": rows, "totals": totals}
 
 
 def report_csv(report: dict[str, Any]) -> str:
@@ -261,7 +261,7 @@ def report_csv(report: dict[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(REPORT_FIELDS)
-    for row in report["payouts"]:
+    for row in report["rows"]:
         writer.writerow([row[field] if row[field] is not None else "" for field in REPORT_FIELDS])
     for total in report["totals"]:
         writer.writerow(

@@ -173,7 +173,7 @@ def test_the_cli_payout_report_prints_the_same_csv_and_json_as_the_http_report(
     assert as_json.returncode == 0, as_json.stderr.decode()
     report = json.loads(as_json.stdout)
     expected = http_json.json()
-    assert report["payouts"] == expected["payouts"]
+    assert report["rows"] == expected["rows"]
     assert report["totals"] == expected["totals"]
 
     out = tmp_path / "payouts.csv"

@@ -783,9 +783,9 @@ def test_the_payout_report_in_json_has_rows_and_totals_per_currency(
     )
     assert response.status_code == 200, response.text
     report = response.json()
-    assert [row["payout_id"] for row in report["payouts"]] == window["approved"]
+    assert [row["payout_id"] for row in report["rows"]] == window["approved"]
     assert report["totals"] == EXPECTED_TOTALS
-    euro = report["payouts"][2]
+    euro = report["rows"][2]
     assert sorted((t["currency"], t["amount"]) for t in euro["totals"]) == [
         ("EUR", "540.00"),
         ("USD", "1600.00"),
@@ -805,7 +805,7 @@ def test_a_date_period_of_the_report_includes_the_whole_to_day(
     def ids(params: dict[str, str]) -> list[str]:
         report = client.get("/v1/reports/payouts", params=params, headers=FINANCE)
         assert report.status_code == 200, report.text
-        return [row["payout_id"] for row in report.json()["payouts"]]
+        return [row["payout_id"] for row in report.json()["rows"]]
 
     assert payout["payout_id"] in ids({"from": today.isoformat(), "to": today.isoformat()})
     yesterday = (today - timedelta(days=1)).isoformat()
@@ -952,7 +952,7 @@ def test_the_payout_report_as_of_an_instant_shows_payouts_as_the_ledger_knew_the
 
     def report_row(as_of: datetime | None) -> dict[str, Any] | None:
         params = {} if as_of is None else {"as_of": instant(as_of)}
-        rows = client.get("/v1/reports/payouts", params=params, headers=FINANCE).json()["payouts"]
+        rows = client.get("/v1/reports/payouts", params=params, headers=FINANCE).json()["rows"]
         return next((row for row in rows if row["payout_id"] == payout["payout_id"]), None)
 
     assert report_row(before_approval) is None
