@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time, timedelta
@@ -210,6 +211,9 @@ def _created(payload: dict[str, Any], *, created: bool) -> JSONResponse:
     return JSONResponse(plain(payload), status_code=201 if created else 200)
 
 
+AS_OF_HELP = "RFC 3339 instant, or a date (as that UTC day closed)"
+
+
 def _own_account(principal: Principal, account: TradingAccount) -> None:
     """A trader's token sees only its own accounts; others look like they don't exist."""
     if principal.is_only_trader and account.trader_id != principal.trader_id:
@@ -317,16 +321,22 @@ def _routes(app: FastAPI) -> None:
         account_id: str,
         request: Request,
         principal: CurrentPrincipal,
-        as_of: Annotated[str | None, Query(description="RFC 3339 instant", max_length=40)] = None,
+        as_of: Annotated[
+            str | None,
+            Query(
+                description="RFC 3339 instant, or a date (as that UTC day closed)", max_length=40
+            ),
+        ] = None,
     ) -> JSONResponse:
         ledger = _ledger(request)
         current = ledger.account(account_id)
         _own_account(principal, current)
         if as_of is None:
             return JSONResponse(account_state(current))
-        instant = parse_timestamp(as_of, field="as_of")
+        instant = parse_as_of(as_of)
+        assert instant is not None
         return JSONResponse(
-            {**account_state(ledger.account_as_of(account_id, instant)), "as_of": as_of}
+            {**account_state(ledger.account_as_of(account_id, instant)), "as_of": with_plus(as_of)}
         )
 
     @app.get("/v1/traders/{trader_id}/accounts", tags=["accounts"])
@@ -389,12 +399,17 @@ def _money_routes(app: FastAPI) -> None:
     def get_trial_balance(
         request: Request,
         _: FinanceOrAuditor,
-        as_of: Annotated[str | None, Query(description="RFC 3339 instant", max_length=40)] = None,
+        as_of: Annotated[
+            str | None,
+            Query(
+                description="RFC 3339 instant, or a date (as that UTC day closed)", max_length=40
+            ),
+        ] = None,
     ) -> JSONResponse:
-        instant = parse_timestamp(as_of, field="as_of") if as_of else None
+        instant = parse_as_of(as_of)
         position = _wait_for_projections(request)
         balance = trial_balance(request.app.state.reports_db, instant)
-        return JSONResponse({"as_of": as_of, **balance, "position": position})
+        return JSONResponse({"as_of": with_plus(as_of), **balance, "position": position})
 
     @app.get("/v1/ledger/entries", tags=["ledger"])
     def get_entries(
@@ -450,18 +465,58 @@ def _payout_reply(request: Request, payout: Payout, position: int | None) -> dic
     return {**payout_view(payout), "position": position or _ledger(request).position()}
 
 
+# A '+' written unencoded in a query string arrives as a space (form encoding): a
+# trailing " HH:MM" after a time of day is that offset.
+_SPACED_OFFSET = re.compile(
+    r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:\d{2})$"
+)
+
+
+def with_plus(value: str | None) -> str | None:
+    """A query's instant with its offset's '+' back: "2026-03-02T14:05:00+01:00" sent
+    without encoding the '+' arrives as "2026-03-02T14:05:00 01:00". Replies echo it so."""
+    spaced = None if value is None else _SPACED_OFFSET.match(value)
+    if spaced is None:
+        return value
+    return f"{spaced.group(1)}+{spaced.group(2)}"
+
+
+def query_instant(value: str, field: str) -> datetime:
+    """An RFC 3339 instant from a query string (see `with_plus`)."""
+    return parse_timestamp(with_plus(value), field=field)
+
+
+def _query_date(value: str, field: str) -> date | None:
+    if len(value) != 10:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(422, "invalid_timestamp", f"{field} is not a date: {value!r}") from None
+
+
 def parse_period(value: str | None, field: str, *, end: bool = False) -> datetime | None:
     """An RFC 3339 instant, or a date (a `to` date includes that whole UTC day)."""
     if value is None:
         return None
-    if len(value) == 10:
-        try:
-            day = date.fromisoformat(value)
-        except ValueError:
-            raise ApiError(422, "invalid_timestamp", f"{field} is not a date: {value!r}") from None
+    day = _query_date(value, field)
+    if day is not None:
         moment = datetime.combine(day, time(0), tzinfo=UTC)
         return moment + timedelta(days=1) if end else moment
-    return parse_timestamp(value, field=field)
+    return query_instant(value, field)
+
+
+def parse_as_of(value: str | None) -> datetime | None:
+    """`as_of`: an RFC 3339 instant, or a date meaning as that UTC day closed (everything
+    recorded on it included: its last microsecond)."""
+    if value is None or value == "":
+        return None
+    day = _query_date(value, "as_of")
+    if day is not None:
+        return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC) - timedelta(
+            microseconds=1
+        )
+    return query_instant(value, "as_of")
 
 
 def _payout_routes(app: FastAPI) -> None:
@@ -567,7 +622,7 @@ def _payout_routes(app: FastAPI) -> None:
             request.app.state.reports_db,
             parse_period(from_, "from"),
             parse_period(to, "to", end=True),
-            parse_timestamp(as_of, field="as_of") if as_of else None,
+            parse_as_of(as_of),
         )
         if format == "csv":
             return Response(
@@ -576,7 +631,9 @@ def _payout_routes(app: FastAPI) -> None:
                 headers={"Content-Disposition": 'attachment; filename="payouts.csv"'},
             )
         return JSONResponse(
-            {"from": from_, "to": to, "as_of": as_of, **report, "position": position}
+            {"from": with_plus(from_), "to": with_plus(to), "as_of": with_plus(as_of)}
+            | report
+            | {"position": position}
         )
 
     @app.get("/v1/reports/profit-splits", tags=["reports"])
@@ -592,10 +649,11 @@ def _payout_routes(app: FastAPI) -> None:
             request.app.state.reports_db,
             parse_period(from_, "from"),
             parse_period(to, "to", end=True),
-            parse_timestamp(as_of, field="as_of") if as_of else None,
+            parse_as_of(as_of),
         )
         return JSONResponse(
-            {"from": from_, "to": to, "as_of": as_of, "rows": rows, "position": position}
+            {"from": with_plus(from_), "to": with_plus(to), "as_of": with_plus(as_of)}
+            | {"rows": rows, "position": position}
         )
 
 
@@ -620,4 +678,4 @@ def _audit_routes(app: FastAPI) -> None:
         start = parse_period(from_, "from")
         end = parse_period(to, "to", end=True)
         report = period_report(request.app.state.reports_db, start, end)
-        return JSONResponse({"from": from_, "to": to, **report})
+        return JSONResponse({"from": with_plus(from_), "to": with_plus(to), **report})

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -249,6 +249,63 @@ def test_an_as_of_without_an_offset_is_refused(client: TestClient) -> None:
         for bad in ("2026-03-02T10:00:00", "1772445600", "yesterday"):
             refused = client.get(path, params={"as_of": bad}, headers=headers)
             assert_error(refused, 422, "invalid_timestamp")
+
+
+def test_an_as_of_date_reads_as_that_utc_day_closed(client: TestClient) -> None:
+    program_id = define(client, program_body())
+    account_id = purchase(client, program_id)
+    trade(client, account_id, "125.00")
+    deliver(
+        client,
+        sp.StripePayment(
+            54000, "usd", {"trader_id": uid("trader-"), "program_id": program_id}
+        ).checkout_completed(),
+    )
+    today = datetime.now(UTC).date()
+    yesterday = (today - timedelta(days=1)).isoformat()
+
+    whole_day = trial_balance(client, today.isoformat())
+    assert whole_day["as_of"] == today.isoformat()
+    live = trial_balance(client)
+    assert (whole_day["rows"], whole_day["totals"]) == (live["rows"], live["totals"])
+    assert any(Decimal(row["balance"]) for row in live["rows"])
+    # Nothing was booked before today (the store was made today).
+    assert not any(Decimal(row["balance"]) for row in trial_balance(client, yesterday)["rows"])
+
+    assert without_as_of(account(client, account_id, today.isoformat())) == account(
+        client, account_id
+    )
+    before = client.get(f"/v1/accounts/{account_id}", params={"as_of": yesterday}, headers=AUDITOR)
+    assert_error(before, 404, "unknown_account")
+    for bad in ("2026-02-30", "2026-13-01"):
+        refused = client.get("/v1/ledger/trial-balance", params={"as_of": bad}, headers=FINANCE)
+        assert_error(refused, 422, "invalid_timestamp")
+
+
+def test_an_as_of_whose_plus_sign_was_not_url_encoded_reads_as_that_offset(
+    client: TestClient,
+) -> None:
+    account_id = purchase(client, define(client, program_body()))
+    before_trade = datetime.now(timezone(timedelta(hours=1))).isoformat()
+    assert "+01:00" in before_trade
+    trade(client, account_id, "300.00")
+
+    # Written into the URL as is: the query string's '+' arrives as a space.
+    raw = client.get(f"/v1/accounts/{account_id}?as_of={before_trade}", headers=AUDITOR)
+    encoded = account(client, account_id, before_trade)
+    assert raw.status_code == 200, raw.text
+    assert raw.json() == encoded
+    assert encoded["as_of"] == before_trade
+    assert encoded["balance"] == "100000.00"  # before the trade
+    tb = client.get(f"/v1/ledger/trial-balance?as_of={before_trade}", headers=FINANCE)
+    assert tb.status_code == 200, tb.text
+    assert tb.json()["as_of"] == before_trade
+    report = client.get(f"/v1/reports/payouts?to={before_trade}", headers=FINANCE)
+    assert report.status_code == 200, report.text
+    assert report.json()["to"] == before_trade
+    # Only an offset after a time of day is read so; other spaces stay refused.
+    refused = client.get(f"/v1/accounts/{account_id}?as_of=2026-03-02 01:00", headers=AUDITOR)
+    assert_error(refused, 422, "invalid_timestamp")
 
 
 def _just_before(recorded_at: str) -> str:
