@@ -214,10 +214,16 @@ def _created(payload: dict[str, Any], *, created: bool) -> JSONResponse:
 AS_OF_HELP = "RFC 3339 instant, or a date (as that UTC day closed)"
 
 
+def _forbidden_to_trader(principal: Principal, trader_id: str, what: str) -> None:
+    """A trader's token reaches only its own trader, accounts and payouts: another
+    trader's is refused (403, the token's role does not allow it), as `/v1/stream` does.
+    An unknown id is still 404 (looked up first)."""
+    if principal.is_only_trader and principal.trader_id != trader_id:
+        raise ApiError(403, "forbidden", f"a trader's token reaches only its own {what}")
+
+
 def _own_account(principal: Principal, account: TradingAccount) -> None:
-    """A trader's token sees only its own accounts; others look like they don't exist."""
-    if principal.is_only_trader and account.trader_id != principal.trader_id:
-        raise NotFound(f"account {account.id} not found", code="unknown_account")
+    _forbidden_to_trader(principal, account.trader_id, "accounts")
 
 
 def _wait_for_projections(request: Request) -> int:
@@ -334,7 +340,6 @@ def _routes(app: FastAPI) -> None:
         if as_of is None:
             return JSONResponse(account_state(current))
         instant = parse_as_of(as_of)
-        assert instant is not None
         return JSONResponse(
             {**account_state(ledger.account_as_of(account_id, instant)), "as_of": with_plus(as_of)}
         )
@@ -343,11 +348,10 @@ def _routes(app: FastAPI) -> None:
     def get_trader_accounts(
         trader_id: str, request: Request, principal: CurrentPrincipal
     ) -> JSONResponse:
-        if principal.is_only_trader and principal.trader_id != trader_id:
-            raise NotFound(f"trader {trader_id} not found", code="unknown_trader")
         ledger = _ledger(request)
         if trader_id_to_uuid(trader_id) not in ledger.repository:
             raise NotFound(f"trader {trader_id} not found", code="unknown_trader")
+        _forbidden_to_trader(principal, trader_id, "accounts")
         position = _wait_for_projections(request)
         accounts = trader_accounts(request.app.state.reports_db, trader_id)
         return JSONResponse({"trader_id": trader_id, "accounts": accounts, "position": position})
@@ -406,7 +410,7 @@ def _money_routes(app: FastAPI) -> None:
             ),
         ] = None,
     ) -> JSONResponse:
-        instant = parse_as_of(as_of)
+        instant = parse_as_of(as_of) if as_of else None
         position = _wait_for_projections(request)
         balance = trial_balance(request.app.state.reports_db, instant)
         return JSONResponse({"as_of": with_plus(as_of), **balance, "position": position})
@@ -450,9 +454,9 @@ def _money_routes(app: FastAPI) -> None:
 
     @app.get("/v1/traders/{trader_id}", tags=["traders"])
     def get_trader(trader_id: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
-        if principal.is_only_trader and principal.trader_id != trader_id:
-            raise NotFound(f"trader {trader_id} not found", code="unknown_trader")
-        return JSONResponse(trader_view(_ledger(request).trader(trader_id)))
+        trader = _ledger(request).trader(trader_id)
+        _forbidden_to_trader(principal, trader_id, "trader")
+        return JSONResponse(trader_view(trader))
 
     @app.post("/v1/traders/{trader_id}/reinstate", tags=["traders"])
     def reinstate(trader_id: str, request: Request, principal: Admin) -> JSONResponse:
@@ -506,11 +510,9 @@ def parse_period(value: str | None, field: str, *, end: bool = False) -> datetim
     return query_instant(value, field)
 
 
-def parse_as_of(value: str | None) -> datetime | None:
+def parse_as_of(value: str) -> datetime:
     """`as_of`: an RFC 3339 instant, or a date meaning as that UTC day closed (everything
     recorded on it included: its last microsecond)."""
-    if value is None or value == "":
-        return None
     day = _query_date(value, "as_of")
     if day is not None:
         return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC) - timedelta(
@@ -528,10 +530,9 @@ def _payout_routes(app: FastAPI) -> None:
             raise ApiError(403, "forbidden", "this needs one of the roles: trader, finance")
         ledger = _ledger(request)
         account = ledger.account(account_id)
-        if not principal.has_any(("finance",)):
-            _own_account(principal, account)
-            if principal.trader_id != account.trader_id:
-                raise NotFound(f"account {account_id} not found", code="unknown_account")
+        # Without finance, the token is a trader's: it asks for its own accounts only.
+        if not principal.has_any(("finance",)) and principal.trader_id != account.trader_id:
+            raise ApiError(403, "forbidden", "a trader asks only for its own accounts")
         try:
             payout, position = ledger.request_payout(account_id, principal.sub)
         except PayoutRefused as refused:
@@ -565,8 +566,7 @@ def _payout_routes(app: FastAPI) -> None:
     @app.get("/v1/payouts/{payout_id}", tags=["payouts"])
     def get_payout(payout_id: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
         payout = _ledger(request).payout(payout_id)
-        if principal.is_only_trader and principal.trader_id != payout.trader_id:
-            raise NotFound(f"payout {payout_id} not found", code="unknown_payout")
+        _forbidden_to_trader(principal, payout.trader_id, "payouts")
         return JSONResponse(payout_view(payout))
 
     @app.get("/v1/payouts", tags=["payouts"])
@@ -622,7 +622,7 @@ def _payout_routes(app: FastAPI) -> None:
             request.app.state.reports_db,
             parse_period(from_, "from"),
             parse_period(to, "to", end=True),
-            parse_as_of(as_of),
+            parse_as_of(as_of) if as_of else None,
         )
         if format == "csv":
             return Response(
@@ -649,7 +649,7 @@ def _payout_routes(app: FastAPI) -> None:
             request.app.state.reports_db,
             parse_period(from_, "from"),
             parse_period(to, "to", end=True),
-            parse_as_of(as_of),
+            parse_as_of(as_of) if as_of else None,
         )
         return JSONResponse(
             {"from": with_plus(from_), "to": with_plus(to), "as_of": with_plus(as_of)}

@@ -654,12 +654,18 @@ def test_a_trader_sees_its_own_accounts_and_nobody_elses(
     own = client.get(f"/v1/accounts/{alices}", headers=as_alice)
     assert own.status_code == 200
     assert own.json()["trader_id"] == alice
-    assert_error(client.get(f"/v1/accounts/{bobs}", headers=as_alice), 404, "unknown_account")
+    # Another trader's account is refused by the token's role (403); an unknown one is 404.
+    assert_error(client.get(f"/v1/accounts/{bobs}", headers=as_alice), 403, "forbidden")
+    past = client.get(f"/v1/accounts/{bobs}", params={"as_of": "2999-01-01"}, headers=as_alice)
+    assert_error(past, 403, "forbidden")
+    assert_error(client.get(f"/v1/accounts/{uuid4()}", headers=as_alice), 404, "unknown_account")
 
     listing = client.get(f"/v1/traders/{alice}/accounts", headers=as_alice)
     assert listing.status_code == 200, listing.text
     assert [account["account_id"] for account in listing.json()["accounts"]] == [alices]
-    assert_error(client.get(f"/v1/traders/{bob}/accounts", headers=as_alice), 404)
+    assert_error(client.get(f"/v1/traders/{bob}/accounts", headers=as_alice), 403, "forbidden")
+    assert_error(client.get(f"/v1/traders/{bob}", headers=as_alice), 403, "forbidden")
+    assert client.get(f"/v1/traders/{alice}", headers=as_alice).status_code == 200
     assert_error(client.get(f"/v1/traders/{uid('ghost-')}/accounts", headers=as_alice), 404)
 
     # A trader may not read the audit stream, nor post trades.

@@ -274,7 +274,7 @@ def test_finance_may_request_a_payout_for_any_account(client: TestClient, progra
     assert payout["status"] == "requested"
 
 
-def test_a_trader_asking_for_another_traders_account_gets_404_and_nothing_is_recorded(
+def test_a_trader_asking_for_another_traders_account_gets_403_and_nothing_is_recorded(
     client: TestClient, program_id: str
 ) -> None:
     owner, intruder = uid("trader-"), uid("trader-")
@@ -282,10 +282,10 @@ def test_a_trader_asking_for_another_traders_account_gets_404_and_nothing_is_rec
     version = account(client, account_id)["version"]
 
     refused = client.post(f"/v1/accounts/{account_id}/payouts", headers=trader_headers(intruder))
-    error_of(refused, 404, "unknown_account")
+    error_of(refused, 403, "forbidden")
     # The same with a staff role beside the trader role: only its own accounts.
     with_role = trader_headers(intruder, None, "approver")
-    error_of(client.post(f"/v1/accounts/{account_id}/payouts", headers=with_role), 404)
+    error_of(client.post(f"/v1/accounts/{account_id}/payouts", headers=with_role), 403)
     unknown = client.post(f"/v1/accounts/{uuid4()}/payouts", headers=trader_headers(owner))
     error_of(unknown, 404)
     assert account(client, account_id)["version"] == version
@@ -365,7 +365,7 @@ def test_a_trader_reads_their_own_payout_and_no_one_elses(
     own = client.get(path, headers=trader_headers(owner))
     assert own.status_code == 200, own.text
     assert own.json()["payout_id"] == payout["payout_id"]
-    error_of(client.get(path, headers=trader_headers(other)), 404)
+    error_of(client.get(path, headers=trader_headers(other)), 403, "forbidden")
 
 
 # Approving -----------------------------------------------------------------------------------
