@@ -65,9 +65,11 @@ logger = logging.getLogger("propledger.api")
 
 MAX_BODY_BYTES = 1024 * 1024
 READ_WAIT_SECONDS = 10.0
+# Lists answer whole unless they are long: the default page is the largest one, so a
+# client that does not page (DESIGN names no paging) sees everything but the extremes.
 MAX_EVENTS_PAGE = 1000
-MAX_ENTRIES_PAGE = 1000
-MAX_PAYOUTS_PAGE = 1000
+MAX_ENTRIES_PAGE = 10_000
+MAX_PAYOUTS_PAGE = 10_000
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -362,7 +364,7 @@ def _routes(app: FastAPI) -> None:
         request: Request,
         _: Auditors,
         after_version: Annotated[int, Query(ge=0)] = 0,
-        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
+        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = MAX_EVENTS_PAGE,
     ) -> JSONResponse:
         events = _ledger(request).account_events(
             account_id, after_version=after_version, limit=limit
@@ -421,7 +423,7 @@ def _money_routes(app: FastAPI) -> None:
         _: FinanceOrAuditor,
         account: Annotated[str | None, Query(max_length=200)] = None,
         after: Annotated[str | None, Query(max_length=40, pattern=r"^\d+(\.\d+)?$")] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_ENTRIES_PAGE)] = 100,
+        limit: Annotated[int, Query(ge=1, le=MAX_ENTRIES_PAGE)] = MAX_ENTRIES_PAGE,
     ) -> JSONResponse:
         position = _wait_for_projections(request)
         lines = entry_lines(request.app.state.reports_db, account=account, after=after, limit=limit)
@@ -579,7 +581,7 @@ def _payout_routes(app: FastAPI) -> None:
         from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
         to: Annotated[str | None, Query(max_length=40)] = None,
         after: Annotated[str | None, Query(max_length=120)] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAYOUTS_PAGE)] = 100,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAYOUTS_PAGE)] = MAX_PAYOUTS_PAGE,
     ) -> JSONResponse:
         position = _wait_for_projections(request)
         rows = list_payouts(
