@@ -25,9 +25,14 @@ from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application, Repository
-from eventsourcing.domain import CanInitAggregate, DomainEventProtocol
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    Repository,
+)
+from eventsourcing.domain import Aggregate, CanInitAggregate, DomainEventProtocol
+from eventsourcing.persistence import IntegrityError, Recording, StoredEvent
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.utils import strtobool
 from psycopg.sql import SQL, Identifier
@@ -147,6 +152,22 @@ class _Repository(Repository[UUID]):
         )
 
 
+class _Collected(ProcessingEvent[UUID]):
+    """The library's `ProcessingEvent` collecting from the ledger's aggregates without
+    its two runtime-checkable Protocol `isinstance` checks per object (each walks the
+    class with inspect.getattr_static: ~4% of a 1,000-account batch). Aggregates are
+    told by their base class; anything else is collected as the library does."""
+
+    def collect_events(self, *objs: Any, **kwargs: Any) -> None:
+        for obj in objs:
+            if isinstance(obj, Aggregate):
+                self.events.extend(obj.collect_events())
+                self.aggregates[obj.id] = obj
+            elif obj is not None:
+                super().collect_events(obj)
+        self.saved_kwargs.update(kwargs)
+
+
 class PropLedger(Application[UUID]):
     name = "propledger"
     # Long accounts load from their latest snapshot plus the events after it. Snapshots
@@ -198,6 +219,17 @@ class PropLedger(Application[UUID]):
                     raise
                 time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))  # noqa: S311
         raise AssertionError("unreachable")
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """`Application.save` of eventsourcing 9.5, line for line, collecting with
+        `_Collected`."""
+        processing_event = _Collected()
+        processing_event.collect_events(*objs, **kwargs)
+        recordings: list[Recording[UUID]] = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # the library's deprecated hook, as it calls it
+        return recordings
 
     def _record(self, processing_event: Any) -> Any:
         """Every event of one save carries the save's instant (its first event's time), so
