@@ -14,12 +14,15 @@ instants keeps day labels monotonic in time across every DST change.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 
+@lru_cache(maxsize=8192)
 def boundary(local_date: date, zone: ZoneInfo, day_start: time) -> datetime:
     """The first instant (UTC) at which the local wall clock shows `day_start` or later
-    on `local_date`."""
+    on `local_date`. A pure function of hashable values, so remembered: every trade asks
+    for the boundary of its day, and most trades of a day share it."""
     wall = datetime.combine(local_date, day_start, tzinfo=zone)
     instant = wall.astimezone(UTC)
     naive_wall = wall.replace(tzinfo=None)

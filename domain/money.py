@@ -70,6 +70,14 @@ def check_currency(currency: Any) -> str:
 
 
 _QUANTA: dict[str, Decimal] = {}  # currency -> its minor unit; known currencies only
+_EXPONENTS: dict[str, int] = {}
+
+
+def _exponent(currency: str) -> int:
+    exponent = _EXPONENTS.get(currency)
+    if exponent is None:
+        exponent = _EXPONENTS[currency] = minor_unit_exponent(currency)
+    return exponent
 
 
 def _quantum(currency: str) -> Decimal:
@@ -82,6 +90,11 @@ def _quantum(currency: str) -> Decimal:
 
 def parse_decimal(value: Any, *, field: str = "amount") -> Decimal:
     """A decimal from a decimal string (or Decimal). JSON numbers and floats are refused."""
+    return _parse_decimal(value, field)[0]
+
+
+def _parse_decimal(value: Any, field: str) -> tuple[Decimal, int]:
+    """`parse_decimal`, and how many digits the text has after its point."""
     if isinstance(value, Decimal):
         text = str(value)
     elif isinstance(value, str):
@@ -99,8 +112,9 @@ def parse_decimal(value: Any, *, field: str = "amount") -> Decimal:
             code="invalid_decimal",
             details={"field": field},
         )
+    fraction = match.group(2)
     try:
-        return Decimal(text)
+        return Decimal(text), 0 if fraction is None else len(fraction) - 1
     except InvalidOperation as error:  # pragma: no cover - the pattern already guards
         raise InvalidInput(
             f"{field} is not a decimal: {value!r}", code="invalid_decimal"
@@ -136,7 +150,15 @@ class Money:
     def of(cls, amount: Any, currency: str, *, field: str = "amount") -> Money:
         """Money from a decimal string or Decimal, refusing floats and excess places."""
         check_currency(currency)
-        return cls(parse_decimal(amount, field=field), currency)
+        number, places = _parse_decimal(amount, field)
+        if places == _exponent(currency):
+            # Written with exactly the minor unit's places ("540.00" USD): already what
+            # __post_init__ would quantise it to, so it is not checked again.
+            money = object.__new__(cls)
+            object.__setattr__(money, "amount", number)
+            object.__setattr__(money, "currency", currency)
+            return money
+        return cls(number, currency)
 
     @classmethod
     def zero(cls, currency: str) -> Money:

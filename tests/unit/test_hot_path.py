@@ -1,7 +1,9 @@
 """The hot path's shortcuts give exactly what the long way gives.
 
 - `Money.percent` remembers results by value: signs, types and errors stay as they were.
-- A trade's fingerprint is the SHA-256 of `json.dumps(..., sort_keys=True)`, unchanged.
+- `Money.of` skips re-checking text written at the minor unit's places: the same Money.
+- A trade's fingerprint is the SHA-256 of `json.dumps(..., sort_keys=True)`, unchanged,
+  though composed without json (property test over symbols, volumes, offsets, amounts).
 - An export line is composed directly, byte for byte what `json.dumps` of its record gives.
 - Report amounts are formatted from minor units with integers: the Decimal text exactly.
 - An account loaded from a snapshot keeps its trade ids as the snapshot's text until a
@@ -17,6 +19,7 @@ import base64
 import copy
 import hashlib
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -25,7 +28,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.account import TradingAccount
-from domain.money import Money
+from domain.errors import InvalidInput
+from domain.money import Money, parse_decimal
+from domain.trade import Trade
 from ledger.audit import export_line
 from projections.payouts import minor_text
 from tests.unit.builders import close, open_account, replay, trade
@@ -67,6 +72,99 @@ def test_a_fingerprint_is_the_hash_of_the_sorted_json() -> None:
     }
     expected = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:32]
     assert parsed.fingerprint == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    sign=st.sampled_from(["", "+", "-"]),
+    whole=st.from_regex(r"\A[0-9]{1,15}\Z"),
+    fraction=st.none() | st.from_regex(r"\A[0-9]{0,5}\Z"),
+    currency=st.sampled_from(["USD", "JPY", "KWD", "CLF"]),
+)
+def test_money_of_text_at_the_minor_units_places_is_what_the_checked_way_gives(
+    sign: str, whole: str, fraction: str | None, currency: str
+) -> None:
+    text = sign + whole + ("" if fraction is None else "." + fraction)
+    checked: Money | str
+    try:
+        checked = Money(parse_decimal(text), currency)
+    except InvalidInput as refused:
+        checked = refused.code
+    try:
+        quick: Money | str = Money.of(text, currency)
+    except InvalidInput as refused:
+        quick = refused.code
+    if isinstance(checked, str):
+        assert quick == checked
+        return
+    assert isinstance(quick, Money)
+    assert quick == checked
+    assert str(quick) == str(checked)
+    assert quick.amount.as_tuple() == checked.amount.as_tuple()
+
+
+def _long_way_fingerprint(parsed: Trade) -> str:
+    canonical = {
+        "symbol": parsed.symbol,
+        "side": parsed.side,
+        "volume": str(parsed.volume.normalize()),
+        "opened_at": parsed.opened_at.timestamp(),
+        "closed_at": parsed.closed_at.timestamp(),
+        "profit": str(parsed.profit.amount),
+        "commission": str(parsed.commission.amount),
+        "swap": str(parsed.swap.amount),
+    }
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:32]
+
+
+_instants = st.datetimes(
+    min_value=datetime(1970, 1, 2), max_value=datetime(2999, 12, 30), timezones=st.just(UTC)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    symbol=st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._/#:-]{0,31}\Z"),
+    side=st.sampled_from(["buy", "sell"]),
+    volume=st.decimals(min_value="0.0001", max_value=10**9, places=4).map(str)
+    | st.integers(1, 10**9),
+    offset_minutes=st.integers(-14 * 60, 14 * 60),
+    opened=_instants,
+    held=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=40)),
+    amounts=st.tuples(*[st.decimals(-(10**12), 10**12, places=2).map(str)] * 3),
+    currency=st.sampled_from(["USD", "JPY", "KWD"]),
+)
+def test_a_composed_fingerprint_is_the_sorted_json_one(
+    symbol: str,
+    side: str,
+    volume: str | int,
+    offset_minutes: int,
+    opened: datetime,
+    held: timedelta,
+    amounts: tuple[str, str, str],
+    currency: str,
+) -> None:
+    zone = timezone(timedelta(minutes=offset_minutes))
+    closed = min(opened + held, datetime(2999, 12, 31, tzinfo=UTC))
+    places = {"USD": 2, "JPY": 0, "KWD": 3}[currency]
+    profit, commission, swap = (
+        str(Decimal(amount).quantize(Decimal(1).scaleb(-places))) for amount in amounts
+    )
+    parsed = Trade.parse(
+        {
+            "trade_id": "T-1",
+            "symbol": symbol,
+            "side": side,
+            "volume": volume,
+            "opened_at": opened.astimezone(zone).isoformat(),
+            "closed_at": closed.astimezone(zone).isoformat(),
+            "profit": profit,
+            "commission": commission,
+            "swap": swap,
+        },
+        currency,
+    )
+    assert parsed.fingerprint == _long_way_fingerprint(parsed)
 
 
 _profits = st.decimals(min_value=-3000, max_value=3000, places=2).map(str)
