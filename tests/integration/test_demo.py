@@ -11,6 +11,7 @@ import io
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,6 +20,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from eventsourcing.persistence import JSONTranscoder, Mapper
 from fastapi.testclient import TestClient
 
 from api.demo import APPROVER, FINANCE, DemoError, DemoOptions, DemoSummary, build_demo, parse_until
@@ -142,6 +144,43 @@ def test_every_account_equals_a_fresh_replay_of_its_events(
             served = client.get(f"/v1/accounts/{row['account_id']}", headers=auth("auditor"))
             assert served.status_code == 200, served.text
             assert {key: served.json()[key] for key in replayed} == replayed
+
+
+def test_every_stored_event_is_the_bytes_the_librarys_own_transcoder_writes(
+    database: Database, ledger: PropLedger
+) -> None:
+    """The ledger composes stored JSON itself (ledger/encoding.py); the chain hashes those
+    bytes, so they must be the library's, for every kind of event a firm records."""
+    library = JSONTranscoder()
+    ledger.register_transcodings(library)
+    assert type(ledger.mapper.transcoder) is not JSONTranscoder  # the composed one wrote them
+    kinds: Counter[str] = Counter()
+    start = 1
+    while notifications := ledger.recorder.select_notifications(start=start, limit=1000):
+        for notification in notifications:
+            state = notification.state
+            assert library.encode(library.decode(state)) == state, notification.id
+            assert ledger.mapper.transcoder.encode(library.decode(state)) == state
+            kinds[notification.topic.rpartition(":")[2]] += 1
+        start = notifications[-1].id + 1
+    assert {
+        "Trader.Registered",
+        "Program.Defined",
+        "TradingAccount.Opened",
+        "TradingAccount.TradeClosed",
+        "TradingAccount.EquityMarked",
+        "TradingAccount.RuleBreached",
+        "TradingAccount.PhasePassed",
+        "Payout.Requested",
+        "Payout.Approved",
+        "Payout.Paid",
+    } <= set(kinds), sorted(kinds)
+    # A snapshot (the largest state there is) of the longest account, both ways.
+    longest = max(all_rows(database), key=lambda row: int(row["version"]))
+    account = ledger.account(longest["account_id"])
+    snapshot = TradingAccount.Snapshot.take(account)
+    composed = ledger.snapshots.mapper.to_stored_event(snapshot).state  # type: ignore[union-attr]
+    assert composed == Mapper(transcoder=library).to_stored_event(snapshot).state
 
 
 def test_the_firm_has_accounts_and_payouts_at_every_stage(
