@@ -27,6 +27,7 @@ from eventsourcing.persistence import (
     DatetimeAsISO,
     DecimalAsStr,
     JSONTranscoder,
+    Transcoding,
     UUIDAsHex,
 )
 
@@ -42,8 +43,16 @@ class _NotComposed(Exception):
 
 
 class ComposedJSONTranscoder(JSONTranscoder):
+    _composes: bool | None = None  # settled at the first encode after a registration
+
+    def register(self, transcoding: Transcoding) -> None:
+        super().register(transcoding)
+        self._composes = None
+
     def encode(self, obj: Any) -> bytes:
-        if not self._composing():
+        if self._composes is None:
+            self._composes = self._composing()
+        if not self._composes:
             return super().encode(obj)
         parts: list[str] = []
         try:
