@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -50,6 +51,7 @@ from domain.errors import NotFound
 from domain.ids import trader_id_to_uuid
 from domain.payout import FourEyes, Payout, PayoutRefused
 from domain.trade import parse_timestamp
+from ledger import grouping
 from ledger.app import PropLedger
 from ledger.config import Settings
 from ledger.migrate import migrate
@@ -65,6 +67,8 @@ logger = logging.getLogger("propledger.api")
 
 MAX_BODY_BYTES = 1024 * 1024
 READ_WAIT_SECONDS = 10.0
+# As long as a blocking grouped post waits (ledger/grouping.py).
+GROUPED_POST_TIMEOUT = grouping.WAIT_SECONDS
 # Lists answer whole unless they are long: the default page is the largest one, so a
 # client that does not page (DESIGN names no paging) sees everything but the extremes.
 MAX_EVENTS_PAGE = 1000
@@ -283,16 +287,24 @@ def _routes(app: FastAPI) -> None:
         return _created(payload, created=not reply.duplicate)
 
     @app.post("/v1/accounts/{account_id}/trades", tags=["trades"], status_code=201)
-    def record_trade(
+    async def record_trade(
         account_id: str, body: TradeCreate, request: Request, principal: Platform
     ) -> JSONResponse:
+        # Grouped posts are awaited on the event loop: no worker thread sits blocked per
+        # post, and the grouper's answer wakes the request directly.
         ledger = _ledger(request)
-        reply = ledger.post_trade(account_id, body.model_dump(), principal.sub)
+        trade = body.model_dump()
+        later = ledger.post_trade_later(account_id, trade, principal.sub)
+        if later is None:
+            reply = await run_in_threadpool(ledger.post_trade, account_id, trade, principal.sub)
+        else:
+            reply = await asyncio.wait_for(asyncio.wrap_future(later), GROUPED_POST_TIMEOUT)
+        position = reply.position or await run_in_threadpool(ledger.position)
         payload = {
             **account_state(reply.account),  # JSON-ready already: no second plain()
             "trade_id": body.trade_id,
             "duplicate": reply.duplicate,
-            "position": reply.position or ledger.position(),
+            "position": position,
         }
         return JSONResponse(payload, status_code=200 if reply.duplicate else 201)
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -720,6 +721,16 @@ class PropLedger(Application[UUID]):
         if self._grouper is not None:
             return self._grouper.submit(account_id, body, actor)
         return self.record_trade(account_id, body, actor)
+
+    def post_trade_later(
+        self, account_id: str, body: Any, actor: str | None = None
+    ) -> Future[AccountReply] | None:
+        """`post_trade` for callers that wait asynchronously: the grouped post's future
+        (cancel it before its group forms and the trade is never decided), or None when
+        write grouping is off (then call `post_trade`)."""
+        if self._grouper is None:
+            return None
+        return self._grouper.enqueue(account_id, body, actor)
 
     def close(self) -> None:
         if self._grouper is not None:

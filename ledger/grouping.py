@@ -49,10 +49,16 @@ class TradeGrouper:
         self._thread = threading.Thread(target=self._run, name="propledger-grouper", daemon=True)
         self._thread.start()
 
-    def submit(self, account_id: str, body: Any, actor: str | None) -> AccountReply:
+    def enqueue(self, account_id: str, body: Any, actor: str | None) -> Future[AccountReply]:
+        """Queues a post; the future holds its reply (or refusal) once its group is saved.
+        Cancelling the future before its group is formed withdraws the post: it is never
+        decided. Once grouped, it runs to the end and can no longer be cancelled."""
         pending = _Pending(account_id, body, actor, Future())
         self._queue.put(pending)
-        return pending.future.result(timeout=WAIT_SECONDS)
+        return pending.future
+
+    def submit(self, account_id: str, body: Any, actor: str | None) -> AccountReply:
+        return self.enqueue(account_id, body, actor).result(timeout=WAIT_SECONDS)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -77,7 +83,11 @@ class TradeGrouper:
                         self._queue.put(None)  # closing: finish this group first
                     break
                 group.append(item)
-            self._decide(group)
+            # Withdrawn posts (their caller gave up) are left out; the rest can no longer
+            # be cancelled, so each gets its answer.
+            group = [pending for pending in group if pending.future.set_running_or_notify_cancel()]
+            if group:
+                self._decide(group)
             if closing:
                 return
 

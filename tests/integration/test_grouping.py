@@ -144,3 +144,47 @@ def test_a_collision_with_another_process_re_decides_the_group(
     finally:
         grouped.close()
         other.close()
+
+
+def test_a_post_withdrawn_before_its_group_forms_is_never_decided(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrate(url)
+    ledger = PropLedger(url, group_writes=True)
+    try:
+        program = program_body(uid("withdraw-"))
+        ledger.define_program(program)
+        account_id = str(ledger.purchase(purchase_body(program["program_id"])).account.id)
+        grouper = ledger._grouper
+        assert grouper is not None
+        deciding, release = threading.Event(), threading.Event()
+        decide = grouper._decide
+
+        def held(group: list[Any]) -> None:
+            deciding.set()
+            assert release.wait(timeout=30)
+            decide(group)
+
+        monkeypatch.setattr(grouper, "_decide", held)
+        first = ledger.post_trade_later(account_id, trade_body("W-1", profit="1.00"), "bridge")
+        assert first is not None
+        assert deciding.wait(timeout=30)  # the grouper is busy with the first post
+        withdrawn = ledger.post_trade_later(account_id, trade_body("W-2", profit="2.00"), "b")
+        kept = ledger.post_trade_later(account_id, trade_body("W-3", profit="3.00"), "bridge")
+        assert withdrawn is not None
+        assert kept is not None
+        assert withdrawn.cancel()  # its caller gave up while it waited in the queue
+        release.set()
+
+        assert first.result(timeout=30).duplicate is False
+        assert kept.result(timeout=30).account.state.balance.amount == Decimal("100004.00")
+        assert withdrawn.cancelled()
+        # Grouped futures can no longer be withdrawn: each gets its answer.
+        assert not first.cancel()
+        assert not kept.cancel()
+        account = ledger.account(account_id)
+        assert sorted(account.trades) == ["W-1", "W-3"]
+        # The grouper goes on serving.
+        assert ledger.post_trade(account_id, trade_body("W-4", profit="4.00")).duplicate is False
+    finally:
+        ledger.close()
