@@ -27,6 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bench.db import fresh_database
 from bench.lag import LagProbe
 from bench.run import (
@@ -34,6 +36,7 @@ from bench.run import (
     DEFAULT_ADMIN_URL,
     FULL,
     Sizes,
+    auth_headers,
     bench_batches,
     bench_single,
     fill_payout_board,
@@ -102,6 +105,12 @@ def spy_http(url: str, what: str, sizes: Sizes, out_dir: Path, *, gil: bool = Fa
     server.start()
     raw = out_dir / f"{what}.collapsed.txt"
     try:
+        if what == "single":
+            # As in bench.run, where the batch runs come first: every account in the
+            # server's cache before sampling, so cold loads do not dominate the profile.
+            with httpx.Client(base_url=server.base_url, headers=auth_headers()) as client:
+                warm = client.post("/v1/trades:batch", content=Trades().batch_body(accounts, 1000))
+                warm.raise_for_status()
         recorder = subprocess.Popen(
             [spy, "record", "--pid", str(server.pid), "--format", "raw", "--rate", "200",
              "--output", str(raw), "--nonblocking", *(["--gil"] if gil else [])],
