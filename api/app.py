@@ -343,9 +343,7 @@ def _routes(app: FastAPI) -> None:
         principal: CurrentPrincipal,
         as_of: Annotated[
             str | None,
-            Query(
-                description="RFC 3339 instant, or a date (as that UTC day closed)", max_length=40
-            ),
+            Query(description=AS_OF_HELP, max_length=40),
         ] = None,
     ) -> JSONResponse:
         ledger = _ledger(request)
@@ -419,9 +417,7 @@ def _money_routes(app: FastAPI) -> None:
         _: FinanceOrAuditor,
         as_of: Annotated[
             str | None,
-            Query(
-                description="RFC 3339 instant, or a date (as that UTC day closed)", max_length=40
-            ),
+            Query(description=AS_OF_HELP, max_length=40),
         ] = None,
     ) -> JSONResponse:
         instant = parse_as_of(as_of) if as_of else None
