@@ -173,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.state.streams.stop()
             runner.stop()
+            app.state.idempotency.close()
             if replica is not None:
                 replica.close()
             database.close()

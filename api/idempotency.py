@@ -11,9 +11,14 @@ second application).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import queue
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,10 +50,32 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# Claims and completions waiting together are written together: one statement (or one
+# transaction) for the lot. 200 rows keep a claim's INSERT under SQLite's oldest limit
+# of 999 parameters.
+MAX_GROUP = 200
+
+
+@dataclass
+class _Job:
+    kind: str  # claim | complete
+    args: tuple[Any, ...]
+    future: Future[Any] = field(default_factory=Future)
+
+
 class IdempotencyStore:
     def __init__(self, database: Database, ttl: timedelta) -> None:
         self.database = database
         self.ttl = ttl
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+
+    _INSERT = (
+        "INSERT INTO idempotency_keys (principal, idempotency_key, request_hash, "
+        "created_at) VALUES {rows} ON CONFLICT (principal, idempotency_key) "
+        "DO NOTHING RETURNING principal, idempotency_key"
+    )
 
     def claim(self, principal: str, key: str, request_hash: str) -> dict[str, Any] | None:
         """Claims the key for this request; returns the existing row if it is taken.
@@ -56,14 +83,18 @@ class IdempotencyStore:
         A new key (nearly every request) is claimed with one statement; only a key that
         is already there is looked at further: expired or abandoned, it is claimed anew."""
         now = _now()
-        insert = (
-            "INSERT INTO idempotency_keys (principal, idempotency_key, request_hash, "
-            "created_at) VALUES (?, ?, ?, ?) ON CONFLICT (principal, idempotency_key) "
-            "DO NOTHING RETURNING principal"
-        )
         claim = (principal, key, request_hash, _stamp(now))
-        if self.database.execute_one(insert, claim):
+        if self.database.execute_one(self._INSERT.format(rows="(?, ?, ?, ?)"), claim):
             return None  # claimed: this request goes ahead
+        return self._claim_taken(principal, key, request_hash, now)
+
+    def _claim_taken(
+        self, principal: str, key: str, request_hash: str, now: datetime
+    ) -> dict[str, Any] | None:
+        """The key was there when we tried: claim it if it expired or was abandoned,
+        else return its row."""
+        insert = self._INSERT.format(rows="(?, ?, ?, ?)")
+        claim = (principal, key, request_hash, _stamp(now))
         for _attempt in range(10):
             with self.database.transaction() as cursor:
                 cursor.execute(
@@ -98,6 +129,115 @@ class IdempotencyStore:
                 (principal, key),
             )
 
+    # Awaited by the middleware: written by one thread, many requests a statement ---------
+
+    async def claim_soon(
+        self, principal: str, key: str, request_hash: str
+    ) -> dict[str, Any] | None:
+        """`claim`, written together with the claims of concurrent requests."""
+        result: dict[str, Any] | None = await asyncio.wrap_future(
+            self._submit(_Job("claim", (principal, key, request_hash)))
+        )
+        return result
+
+    async def complete_soon(
+        self, principal: str, key: str, status: int, headers: str, body: bytes
+    ) -> None:
+        """`complete`, written together with the completions of concurrent requests."""
+        await asyncio.wrap_future(
+            self._submit(_Job("complete", (status, headers, body, principal, key)))
+        )
+
+    def close(self) -> None:
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._jobs.put(None)
+            writer.join(timeout=10)
+
+    def _submit(self, job: _Job) -> Future[Any]:
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write, name="propledger-idempotency", daemon=True
+                )
+                self._writer.start()
+        self._jobs.put(job)
+        return job.future
+
+    def _write(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            jobs = [first]
+            closing = False
+            while len(jobs) < MAX_GROUP:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    closing = True
+                    break
+                jobs.append(job)
+            # Completions first: a retry claiming a key completed in the same round then
+            # finds the stored reply instead of "in progress".
+            self._complete_all([job for job in jobs if job.kind == "complete"])
+            self._claim_all([job for job in jobs if job.kind == "claim"])
+            if closing:
+                return
+
+    def _complete_all(self, jobs: list[_Job]) -> None:
+        if not jobs:
+            return
+        try:
+            with self.database.transaction() as cursor:
+                cursor.executemany(
+                    "UPDATE idempotency_keys SET status = ?, headers = ?, body = ? "
+                    "WHERE principal = ? AND idempotency_key = ?",
+                    [job.args for job in jobs],
+                )
+        except Exception as error:
+            for job in jobs:
+                job.future.set_exception(error)
+            return
+        for job in jobs:
+            job.future.set_result(None)
+
+    def _claim_all(self, jobs: list[_Job]) -> None:
+        if not jobs:
+            return
+        now = _now()
+        first: dict[tuple[str, str], _Job] = {}
+        for job in jobs:
+            first.setdefault((job.args[0], job.args[1]), job)
+        try:
+            values = [
+                value
+                for principal, key, request_hash in (job.args for job in first.values())
+                for value in (principal, key, request_hash, _stamp(now))
+            ]
+            rows = ", ".join(["(?, ?, ?, ?)"] * len(first))
+            inserted = {
+                (row["principal"], row["idempotency_key"])
+                for row in self.database.execute_one(self._INSERT.format(rows=rows), values)
+            }
+        except Exception as error:
+            for job in jobs:
+                job.future.set_exception(error)
+            return
+        for job in jobs:
+            principal, key, request_hash = job.args
+            if first.get((principal, key)) is job and (principal, key) in inserted:
+                job.future.set_result(None)  # claimed: the request goes ahead
+                continue
+            # Taken before (or by a request earlier in this very round): looked at alone.
+            try:
+                job.future.set_result(self._claim_taken(principal, key, request_hash, now))
+            except Exception as error:
+                job.future.set_exception(error)
+
 
 class IdempotencyMiddleware:
     def __init__(self, app: ASGIApp) -> None:
@@ -130,7 +270,7 @@ class IdempotencyMiddleware:
             b"\0".join([b"POST", path.encode(), scope.get("query_string", b""), body])
         ).hexdigest()
         store: IdempotencyStore = scope["app"].state.idempotency
-        existing = await run_in_threadpool(store.claim, principal, key, request_hash)
+        existing = await store.claim_soon(principal, key, request_hash)
         if existing is not None:
             await self._answer_existing(existing, request_hash, scope, receive, send)
             return
@@ -165,8 +305,7 @@ class IdempotencyMiddleware:
         if captured["status"] >= 500:
             await run_in_threadpool(store.release, principal, key)
             return
-        await run_in_threadpool(
-            store.complete,
+        await store.complete_soon(
             principal,
             key,
             captured["status"],

@@ -5,10 +5,14 @@
 - The projections' pool checks a connection before lending it after it sat idle, so a
   connection the server dropped meanwhile is replaced, not failed on.
 - The API groups single trade posts by default; PROPLEDGER_WRITE_GROUPING=off does not.
+- Idempotency-Key claims and completions of concurrent requests are written together,
+  each still answered on its own: the first claim of a key wins, a completion is written
+  before a claim of the same round, and a failed round fails each of its requests.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -19,7 +23,7 @@ from fastapi.testclient import TestClient
 
 import projections.store
 from api.app import create_app
-from api.idempotency import IdempotencyStore
+from api.idempotency import IdempotencyStore, _Job
 from ledger.config import Settings
 from ledger.migrate import migrate
 from projections.store import Database
@@ -56,6 +60,98 @@ def test_a_new_key_is_claimed_a_live_one_refused_an_expired_one_claimed_anew(url
         # Another subject's key of the same name is its own.
         assert live.claim("other", key, "hash-1") is None
     finally:
+        database.close()
+
+
+def _held_writer(store: IdempotencyStore, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Holds the store's writer on its first round until the returned event is set, so
+    what is submitted meanwhile is written together in the next round."""
+    busy, release = threading.Event(), threading.Event()
+    claim_all = store._claim_all
+    held = [True]
+
+    def claim_all_held(jobs: list[Any]) -> None:
+        if held[0]:
+            held[0] = False
+            busy.set()
+            assert release.wait(timeout=30)
+        claim_all(jobs)
+
+    monkeypatch.setattr(store, "_claim_all", claim_all_held)
+    store._submit(_Job("claim", ("bridge", uid("hold-"), "h")))
+    assert busy.wait(timeout=30)
+    return release
+
+
+def test_claims_and_completions_of_concurrent_requests_are_written_together(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = Database(url)
+    store = IdempotencyStore(database, ttl=timedelta(hours=24))
+    try:
+        done = uid("done-")
+        assert store.claim("bridge", done, "hash-done") is None
+        release = _held_writer(store, monkeypatch)
+        fresh = [uid("fresh-") for _ in range(5)]
+        twice = uid("twice-")
+        futures = [store._submit(_Job("claim", ("bridge", key, "h"))) for key in fresh]
+        first = store._submit(_Job("claim", ("bridge", twice, "h-1")))
+        second = store._submit(_Job("claim", ("bridge", twice, "h-2")))
+        # A completion and a retry's claim of the same key in one round: the retry finds
+        # the stored reply, not "in progress".
+        completed = store._submit(_Job("complete", (201, "[]", b"{}", "bridge", done)))
+        retry = store._submit(_Job("claim", ("bridge", done, "hash-done")))
+        release.set()
+
+        assert [future.result(timeout=30) for future in futures] == [None] * 5
+        assert first.result(timeout=30) is None  # the first of a key claims it
+        refused = second.result(timeout=30)
+        assert refused is not None
+        assert (refused["request_hash"], refused["status"]) == ("h-1", None)  # in progress
+        assert completed.result(timeout=30) is None
+        replayed = retry.result(timeout=30)
+        assert replayed is not None
+        assert replayed["status"] == 201
+        rows = database.query(
+            "SELECT idempotency_key FROM idempotency_keys WHERE principal = ?", ("bridge",)
+        )
+        assert {row["idempotency_key"] for row in rows} >= {*fresh, twice, done}
+    finally:
+        store.close()
+        database.close()
+
+
+def test_a_failed_round_fails_each_of_its_requests_and_the_writer_goes_on(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = Database(url)
+    store = IdempotencyStore(database, ttl=timedelta(hours=24))
+    try:
+        release = _held_writer(store, monkeypatch)
+        execute_one = database.execute_one
+        keys = [uid("lost-") for _ in range(3)]
+        failing = [True]
+
+        def execute_once_failing(sql: str, params: Any = ()) -> list[dict[str, Any]]:
+            if failing[0] and keys[0] in params:  # the round holding the lost keys
+                failing[0] = False
+                raise RuntimeError("the database went away")
+            return execute_one(sql, params)
+
+        monkeypatch.setattr(database, "execute_one", execute_once_failing)
+        lost = [store._submit(_Job("claim", ("bridge", key, "h"))) for key in keys]
+        release.set()
+        for future in lost:
+            with pytest.raises(RuntimeError, match="went away"):
+                future.result(timeout=30)
+        # Nothing was claimed, and the next round is written.
+        assert store._submit(_Job("claim", ("bridge", keys[0], "h"))).result(timeout=30) is None
+        rows = database.query(
+            "SELECT idempotency_key FROM idempotency_keys WHERE principal = ?", ("bridge",)
+        )
+        assert {row["idempotency_key"] for row in rows} & set(keys) == {keys[0]}
+    finally:
+        store.close()
         database.close()
 
 
