@@ -149,18 +149,19 @@ class RequestContext:
             else:
                 await self.app(scope, receive, send_with_headers)
         finally:
-            access_log.info(
-                json.dumps(
-                    {
-                        "request_id": request_id,
-                        "method": scope.get("method"),
-                        "path": path,
-                        "status": status_holder["status"],
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        "sub": sub,
-                    }
+            if access_log.isEnabledFor(logging.INFO):  # the line is built only when kept
+                access_log.info(
+                    json.dumps(
+                        {
+                            "request_id": request_id,
+                            "method": scope.get("method"),
+                            "path": path,
+                            "status": status_holder["status"],
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                            "sub": sub,
+                        }
+                    )
                 )
-            )
 
 
 def _cookie_claims(scope: Scope, cookie_header: bytes) -> dict[str, Any] | None:
