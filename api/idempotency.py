@@ -54,6 +54,9 @@ def _stamp(moment: datetime) -> str:
 # transaction) for the lot. 200 rows keep a claim's INSERT under SQLite's oldest limit
 # of 999 parameters.
 MAX_GROUP = 200
+# How long a request waits for its round: far beyond a round's few statements, short of
+# a client's patience; then the request fails (500) rather than hang.
+WAIT_SECONDS = 30.0
 
 
 @dataclass
@@ -135,8 +138,9 @@ class IdempotencyStore:
         self, principal: str, key: str, request_hash: str
     ) -> dict[str, Any] | None:
         """`claim`, written together with the claims of concurrent requests."""
-        result: dict[str, Any] | None = await asyncio.wrap_future(
-            self._submit(_Job("claim", (principal, key, request_hash)))
+        result: dict[str, Any] | None = await asyncio.wait_for(
+            asyncio.wrap_future(self._submit(_Job("claim", (principal, key, request_hash)))),
+            WAIT_SECONDS,
         )
         return result
 
@@ -144,8 +148,11 @@ class IdempotencyStore:
         self, principal: str, key: str, status: int, headers: str, body: bytes
     ) -> None:
         """`complete`, written together with the completions of concurrent requests."""
-        await asyncio.wrap_future(
-            self._submit(_Job("complete", (status, headers, body, principal, key)))
+        await asyncio.wait_for(
+            asyncio.wrap_future(
+                self._submit(_Job("complete", (status, headers, body, principal, key)))
+            ),
+            WAIT_SECONDS,
         )
 
     def close(self) -> None:
@@ -181,10 +188,20 @@ class IdempotencyStore:
                     closing = True
                     break
                 jobs.append(job)
-            # Completions first: a retry claiming a key completed in the same round then
-            # finds the stored reply instead of "in progress".
-            self._complete_all([job for job in jobs if job.kind == "complete"])
-            self._claim_all([job for job in jobs if job.kind == "claim"])
+            # A request that gave up waiting (its future cancelled) is left out; the rest
+            # can no longer be cancelled, so each gets its answer.
+            jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+            try:
+                # Completions first: a retry claiming a key completed in the same round
+                # then finds the stored reply instead of "in progress".
+                self._complete_all([job for job in jobs if job.kind == "complete"])
+                self._claim_all([job for job in jobs if job.kind == "claim"])
+            except BaseException as error:  # never leave a request waiting on a dead round
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
             if closing:
                 return
 

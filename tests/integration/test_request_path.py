@@ -155,6 +155,44 @@ def test_a_failed_round_fails_each_of_its_requests_and_the_writer_goes_on(
         database.close()
 
 
+def test_a_request_that_gave_up_is_left_out_and_a_broken_round_never_hangs_the_rest(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = Database(url)
+    store = IdempotencyStore(database, ttl=timedelta(hours=24))
+    try:
+        release = _held_writer(store, monkeypatch)
+        gave_up, kept = uid("gave-up-"), uid("kept-")
+        abandoned = store._submit(_Job("claim", ("bridge", gave_up, "h")))
+        waiting = store._submit(_Job("claim", ("bridge", kept, "h")))
+        assert abandoned.cancel()  # its request stopped waiting before the round
+        release.set()
+        assert waiting.result(timeout=30) is None
+        assert not waiting.cancel()  # taken into a round: it gets its answer
+        keys = {
+            row["idempotency_key"]
+            for row in database.query(
+                "SELECT idempotency_key FROM idempotency_keys WHERE principal = ?", ("bridge",)
+            )
+        }
+        assert kept in keys
+        assert gave_up not in keys
+
+        # A round that breaks outside its statements fails its requests, not the writer.
+        def broken(jobs: list[Any]) -> None:
+            raise KeyError("a bug")
+
+        monkeypatch.setattr(store, "_complete_all", broken)
+        failed = store._submit(_Job("claim", ("bridge", uid("broken-"), "h")))
+        with pytest.raises(KeyError):
+            failed.result(timeout=30)
+        monkeypatch.undo()
+        assert store._submit(_Job("claim", ("bridge", uid("after-"), "h"))).result(30) is None
+    finally:
+        store.close()
+        database.close()
+
+
 @pytest.mark.postgres
 def test_an_idle_pooled_connection_the_server_dropped_is_replaced_before_use(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
