@@ -67,6 +67,7 @@ logger = logging.getLogger("propledger.api")
 
 MAX_BODY_BYTES = 1024 * 1024
 READ_WAIT_SECONDS = 10.0
+HEALTH_PROBE_SECONDS = 3.0  # /health's wait for a connection to the store
 # As long as a blocking grouped post waits (ledger/grouping.py).
 GROUPED_POST_TIMEOUT = grouping.WAIT_SECONDS
 # Lists answer whole unless they are long: the default page is the largest one, so a
@@ -254,6 +255,10 @@ def _routes(app: FastAPI) -> None:
     @app.get("/health", tags=["health"])
     def health(request: Request) -> JSONResponse:
         try:
+            # A store that cannot be reached answers 503 within seconds, not after the
+            # event store's own retries (ten, each waiting for a connection).
+            database: Database = request.app.state.database
+            database.query("SELECT 1 AS reachable", timeout=HEALTH_PROBE_SECONDS)
             position = _ledger(request).position()
             runner: ProjectionRunner = request.app.state.runner
             projections = runner.positions()  # one query for all of them

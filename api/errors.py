@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
+import psycopg
+from eventsourcing import persistence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -37,7 +40,7 @@ _ERROR_STATUSES = {
     413: "Request body over 1 MiB",
     422: "The request is well-formed but invalid",
     429: "Rate limited; see Retry-After",
-    503: "Not ready (projections behind, webhook not configured); see Retry-After",
+    503: "Not ready (projections behind, webhook not set, store unreachable); see Retry-After",
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope, "description": description}
@@ -121,7 +124,39 @@ def install(app: FastAPI) -> None:
         headers = dict(error.headers) if error.headers else None
         return envelope(error.status_code, code, str(error.detail), None, headers)
 
+    for unreachable in STORE_UNREACHABLE:
+        app.add_exception_handler(unreachable, _store_unavailable)
+
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        if isinstance(error, STORE_UNREACHABLE):  # raised outside the routes (a middleware)
+            return await _store_unavailable(request, error)
         logger.exception("unhandled error", exc_info=error)
         return envelope(500, "internal_error", "an unexpected error occurred")
+
+
+# What a store that cannot be reached raises: no connection to be had (refused, timed out,
+# the pool empty), the connection lost mid-command, SQLite's lock not granted in time, and a
+# command that did not finish within its wait. The command either never reached the store
+# or rolled back with its transaction (the Idempotency-Key is released on a 5xx), so a retry
+# is safe: a trade's id makes a repeated one a duplicate.
+STORE_UNREACHABLE: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    persistence.OperationalError,
+    persistence.InterfaceError,
+    sqlite3.OperationalError,
+    TimeoutError,
+)
+STORE_RETRY_AFTER_SECONDS = 5
+
+
+async def _store_unavailable(_: Request, error: Exception) -> JSONResponse:
+    logger.error("the store cannot be reached: %r", error, exc_info=error)
+    return envelope(
+        503,
+        "store_unreachable",
+        "the ledger's store cannot be reached right now; retry shortly (a retried trade, "
+        "payout or webhook is never applied twice)",
+        headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
+    )

@@ -98,8 +98,10 @@ class Database:
         return connection
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[Cursor]:
-        """One transaction: committed when the block ends, rolled back on an exception."""
+    def transaction(self, *, write: bool = True, timeout: float | None = None) -> Iterator[Cursor]:
+        """One transaction: committed when the block ends, rolled back on an exception.
+        `timeout`: how long to wait for a pooled connection (PostgreSQL; the pool's own
+        30 s when None), raising psycopg_pool.PoolTimeout past it."""
         if self._pool is None:
             connection = self._sqlite()
             connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -111,7 +113,7 @@ class Database:
             connection.execute("COMMIT")
             return
         with (
-            self._pool.connection() as connection,
+            self._pool.connection(timeout=timeout) as connection,
             connection.transaction(),
             connection.cursor() as cursor,
         ):
@@ -133,8 +135,10 @@ class Database:
                 if not connection.closed:
                     connection.autocommit = False
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self.transaction(write=False) as cursor:
+    def query(
+        self, sql: str, params: Sequence[Any] = (), *, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        with self.transaction(write=False, timeout=timeout) as cursor:
             return cursor.execute(sql, params)
 
 

@@ -9,6 +9,8 @@
   with copies of some trades sent to both servers at once: nothing lost, nothing doubled.
 - An API process SIGKILLed in the middle of a trade request that carries an Idempotency-Key,
   then restarted: the client's retry records the trade once, and the key is usable again.
+- The database refusing connections: /health is 503 within seconds, commands that meet
+  the unreachable store 503 `store_unreachable` with Retry-After, and all recovers.
 
 Each test has its own database (the connection killer ends every backend of its database).
 """
@@ -33,6 +35,7 @@ from uuid import UUID
 import httpx
 import psycopg
 import pytest
+from eventsourcing import persistence
 from fastapi.testclient import TestClient
 
 from api.audit import verify
@@ -706,3 +709,61 @@ def test_a_trade_whose_server_crashed_mid_request_is_recorded_once_on_retry(
         assert verify_chain(crashed.url).ok
     finally:
         ledger.close()
+
+
+def test_an_unreachable_store_is_503_with_retry_after_and_health_says_so_in_seconds(
+    fault_db: str, postgres_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refuses connections (as when it is down): /health answers 503 within
+    seconds, not after the event store's retries; a command that meets the unreachable
+    store answers 503 `store_unreachable` with Retry-After, from a route or a middleware;
+    once the database is back, the service is too."""
+    name = fault_db.rpartition("/")[2].partition("?")[0]
+    platform = auth("platform", sub="bridge")
+    with TestClient(make_app(fault_db), raise_server_exceptions=False) as client:
+        program = program_body()
+        assert client.post("/v1/programs", json=program, headers=auth("admin")).status_code == 201
+        bought = client.post(
+            "/v1/purchases", json=purchase_body(program["program_id"]), headers=auth("finance")
+        )
+        account_id = bought.json()["account_id"]
+        trade = trade_body("T-reach", profit="10.00")
+        with psycopg.connect(postgres_server, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            try:
+                admin.execute(KILL_BACKENDS.replace("current_database()", "%s"), (name,))
+                started = time.monotonic()
+                health = client.get("/health")
+                assert time.monotonic() - started < 15
+                assert health.status_code == 503, health.text
+                assert health.json()["error"]["code"] == "store_unreachable"
+            finally:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        wait_until(lambda: client.get("/health").status_code == 200, 60, "/health back")
+
+        # What the event store raises when it cannot reach the database, in a command and
+        # in the Idempotency-Key middleware (outside the routes): 503, then it recovers.
+        ledger = client.app.state.ledger  # type: ignore[attr-defined]
+        unreachable = persistence.OperationalError("connection refused")
+
+        def refused(*_: Any, **__: Any) -> Any:
+            raise unreachable
+
+        monkeypatch.setattr(ledger, "post_trade_later", refused)
+        post = client.post(f"/v1/accounts/{account_id}/trades", json=trade, headers=platform)
+        assert post.status_code == 503, post.text
+        assert post.json()["error"]["code"] == "store_unreachable"
+        assert post.headers["Retry-After"] == "5"
+        store = client.app.state.idempotency  # type: ignore[attr-defined]
+        monkeypatch.setattr(store, "claim_soon", refused)
+        keyed = client.post(
+            f"/v1/accounts/{account_id}/trades",
+            json=trade,
+            headers={**platform, "Idempotency-Key": uid("key-")},
+        )
+        assert keyed.status_code == 503, keyed.text
+        assert keyed.json()["error"]["code"] == "store_unreachable"
+        monkeypatch.undo()
+        accepted = client.post(f"/v1/accounts/{account_id}/trades", json=trade, headers=platform)
+        assert accepted.status_code == 201, accepted.text
+        assert accepted.json()["balance"] == "100010.00"  # once
