@@ -31,7 +31,7 @@ from api.auth import (
     Principal,
 )
 from api.console import install_console
-from api.errors import ERROR_RESPONSES, ApiError, envelope
+from api.errors import ERROR_RESPONSES, ApiError, StoreWaitTimeout, envelope
 from api.idempotency import IdempotencyMiddleware, IdempotencyStore
 from api.middleware import RateLimits, RequestContext
 from api.schemas import (
@@ -304,7 +304,14 @@ def _routes(app: FastAPI) -> None:
         if later is None:
             reply = await run_in_threadpool(ledger.post_trade, account_id, trade, principal.sub)
         else:
-            reply = await asyncio.wait_for(asyncio.wrap_future(later), GROUPED_POST_TIMEOUT)
+            try:
+                reply = await asyncio.wait_for(asyncio.wrap_future(later), GROUPED_POST_TIMEOUT)
+            except TimeoutError:
+                # Not grouped yet: withdrawn, never decided. Grouped: it runs to its end,
+                # and a retry with the same trade_id answers it as a duplicate.
+                raise StoreWaitTimeout(
+                    f"the trade was not decided within {GROUPED_POST_TIMEOUT:.0f} s"
+                ) from None
         position = reply.position or await run_in_threadpool(ledger.position)
         payload = {
             **account_state(reply.account),  # JSON-ready already: no second plain()
@@ -506,13 +513,19 @@ def query_instant(value: str, field: str) -> datetime:
     return parse_timestamp(with_plus(value), field=field)
 
 
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
 def _query_date(value: str, field: str) -> date | None:
-    if len(value) != 10:
+    """A plain calendar date (YYYY-MM-DD), or None for anything else (read as an instant)."""
+    if not _DATE.match(value):
         return None
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise ApiError(422, "invalid_timestamp", f"{field} is not a date: {value!r}") from None
+        raise ApiError(
+            422, "invalid_timestamp", f"{field} is not a date: {value!r}", {"field": field}
+        ) from None
 
 
 def parse_period(value: str | None, field: str, *, end: bool = False) -> datetime | None:

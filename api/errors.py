@@ -7,6 +7,7 @@ import sqlite3
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from eventsourcing import persistence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -124,31 +125,75 @@ def install(app: FastAPI) -> None:
         headers = dict(error.headers) if error.headers else None
         return envelope(error.status_code, code, str(error.detail), None, headers)
 
-    for unreachable in STORE_UNREACHABLE:
-        app.add_exception_handler(unreachable, _store_unavailable)
+    for carrier in STORE_ERRORS:
+        app.add_exception_handler(carrier, _store_error)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        if isinstance(error, STORE_UNREACHABLE):  # raised outside the routes (a middleware)
+        if store_unreachable(error):  # raised outside the routes (a middleware)
             return await _store_unavailable(request, error)
         logger.exception("unhandled error", exc_info=error)
         return envelope(500, "internal_error", "an unexpected error occurred")
 
 
-# What a store that cannot be reached raises: no connection to be had (refused, timed out,
-# the pool empty), the connection lost mid-command, SQLite's lock not granted in time, and a
-# command that did not finish within its wait. The command either never reached the store
-# or rolled back with its transaction (the Idempotency-Key is released on a 5xx), so a retry
-# is safe: a trade's id makes a repeated one a duplicate.
-STORE_UNREACHABLE: tuple[type[Exception], ...] = (
-    psycopg.OperationalError,
+class StoreWaitTimeout(Exception):
+    """A request stopped waiting for the store: its grouped trade post or its
+    Idempotency-Key round was not answered in time."""
+
+
+# SQLite's transient refusals (another writer holds the lock; the file cannot be opened
+# right now). Its other OperationalErrors (no such table, a syntax error) are bugs: 500.
+_SQLITE_TRANSIENT = ("database is locked", "database is busy", "unable to open database")
+# PostgreSQL errors that mean "not now" rather than "never": the connection failed or was
+# ended by the server, the server is shutting down or starting, a lock or statement timed
+# out, a deadlock or serialization failure rolled the transaction back.
+_POSTGRES_TRANSIENT: tuple[type[Exception], ...] = (
     psycopg.InterfaceError,
-    persistence.OperationalError,
-    persistence.InterfaceError,
-    sqlite3.OperationalError,
-    TimeoutError,
+    psycopg_pool.PoolTimeout,
+    psycopg.errors.ConnectionException,
+    psycopg.errors.AdminShutdown,
+    psycopg.errors.CrashShutdown,
+    psycopg.errors.CannotConnectNow,
+    psycopg.errors.LockNotAvailable,
+    psycopg.errors.QueryCanceled,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.IdleInTransactionSessionTimeout,
+)
+# What can carry such an error (the event store wraps the driver's in its own classes).
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    StoreWaitTimeout,
+    psycopg.Error,
+    psycopg_pool.PoolTimeout,
+    persistence.PersistenceError,
+    sqlite3.Error,
 )
 STORE_RETRY_AFTER_SECONDS = 5
+
+
+def store_unreachable(error: BaseException | None) -> bool:
+    """True when `error` says the store cannot be reached right now (a retry may work):
+    no connection to be had or one lost mid-command, the server going down, a lock or a
+    wait timed out. Errors that will not go away on a retry (a bug, bad SQL, a full disk)
+    are not."""
+    if error is None:
+        return False
+    if isinstance(error, (StoreWaitTimeout, *_POSTGRES_TRANSIENT)):
+        return True
+    if isinstance(error, sqlite3.OperationalError):
+        return any(text in str(error) for text in _SQLITE_TRANSIENT)
+    if type(error) is psycopg.OperationalError and getattr(error, "sqlstate", None) is None:
+        return True  # a connection that could not be made (refused, timed out, reset)
+    if isinstance(error, persistence.PersistenceError):
+        return store_unreachable(error.__cause__)  # the driver's error it wraps
+    return False
+
+
+async def _store_error(request: Request, error: Exception) -> JSONResponse:
+    if store_unreachable(error):
+        return await _store_unavailable(request, error)
+    logger.exception("unhandled error", exc_info=error)
+    return envelope(500, "internal_error", "an unexpected error occurred")
 
 
 async def _store_unavailable(_: Request, error: Exception) -> JSONResponse:

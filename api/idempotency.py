@@ -25,7 +25,7 @@ from typing import Any
 import jwt
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import envelope
+from api.errors import StoreWaitTimeout, envelope
 from projections.store import Database
 
 Scope = MutableMapping[str, Any]
@@ -137,23 +137,26 @@ class IdempotencyStore:
     async def claim_soon(
         self, principal: str, key: str, request_hash: str
     ) -> dict[str, Any] | None:
-        """`claim`, written together with the claims of concurrent requests."""
-        result: dict[str, Any] | None = await asyncio.wait_for(
-            asyncio.wrap_future(self._submit(_Job("claim", (principal, key, request_hash)))),
-            WAIT_SECONDS,
-        )
+        """`claim`, written together with the claims of concurrent requests. Waiting is
+        bounded (StoreWaitTimeout past WAIT_SECONDS); the claim itself is never withdrawn
+        once queued, and one that succeeds after its request stopped waiting is released
+        again, so a retry is not told "in progress"."""
+        future = self._submit(_Job("claim", (principal, key, request_hash)))
+        try:
+            result: dict[str, Any] | None = await _wait(future)
+        except StoreWaitTimeout:
+            future.add_done_callback(
+                lambda done: self._release_later(principal, key) if _claimed(done) else None
+            )
+            raise
         return result
 
     async def complete_soon(
         self, principal: str, key: str, status: int, headers: str, body: bytes
     ) -> None:
-        """`complete`, written together with the completions of concurrent requests."""
-        await asyncio.wait_for(
-            asyncio.wrap_future(
-                self._submit(_Job("complete", (status, headers, body, principal, key)))
-            ),
-            WAIT_SECONDS,
-        )
+        """`complete`, written together with the completions of concurrent requests. The
+        reply was sent already: a completion is written even if waiting for it times out."""
+        await _wait(self._submit(_Job("complete", (status, headers, body, principal, key))))
 
     def close(self) -> None:
         with self._writer_lock:
@@ -161,10 +164,21 @@ class IdempotencyStore:
         if writer is not None:
             self._jobs.put(None)
             writer.join(timeout=10)
+        # Anything queued after the writer stopped is answered, not left waiting.
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None and job.future.set_running_or_notify_cancel():
+                job.future.set_exception(RuntimeError("the Idempotency-Key store is closed"))
+
+    def _release_later(self, principal: str, key: str) -> None:
+        self._submit(_Job("release", (principal, key)))
 
     def _submit(self, job: _Job) -> Future[Any]:
         with self._writer_lock:
-            if self._writer is None:
+            if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(
                     target=self._write, name="propledger-idempotency", daemon=True
                 )
@@ -188,14 +202,17 @@ class IdempotencyStore:
                     closing = True
                     break
                 jobs.append(job)
-            # A request that gave up waiting (its future cancelled) is left out; the rest
-            # can no longer be cancelled, so each gets its answer.
+            # Jobs are never cancelled (the waits are shielded), so each gets its answer.
             jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
             try:
                 # Completions first: a retry claiming a key completed in the same round
                 # then finds the stored reply instead of "in progress".
-                self._complete_all([job for job in jobs if job.kind == "complete"])
-                self._claim_all([job for job in jobs if job.kind == "claim"])
+                for kind, write in (
+                    ("complete", self._complete_all),
+                    ("release", self._release_all),
+                    ("claim", self._claim_all),
+                ):
+                    write([job for job in jobs if job.kind == kind])
             except BaseException as error:  # never leave a request waiting on a dead round
                 for job in jobs:
                     if not job.future.done():
@@ -206,18 +223,39 @@ class IdempotencyStore:
                 return
 
     def _complete_all(self, jobs: list[_Job]) -> None:
+        self._each_or_all(
+            jobs,
+            "UPDATE idempotency_keys SET status = ?, headers = ?, body = ? "
+            "WHERE principal = ? AND idempotency_key = ?",
+            key=lambda job: (job.args[3], job.args[4]),
+        )
+
+    def _release_all(self, jobs: list[_Job]) -> None:
+        self._each_or_all(
+            jobs,
+            "DELETE FROM idempotency_keys WHERE principal = ? AND idempotency_key = ? "
+            "AND status IS NULL",
+            key=lambda job: (job.args[0], job.args[1]),
+        )
+
+    def _each_or_all(self, jobs: list[_Job], sql: str, key: Callable[[_Job], Any]) -> None:
+        """One transaction for the lot, rows in key order (two processes writing the same
+        keys take their row locks in the same order, so they cannot deadlock); if it
+        fails, each on its own, so one bad row fails only its own request."""
         if not jobs:
             return
+        jobs = sorted(jobs, key=key)
         try:
             with self.database.transaction() as cursor:
-                cursor.executemany(
-                    "UPDATE idempotency_keys SET status = ?, headers = ?, body = ? "
-                    "WHERE principal = ? AND idempotency_key = ?",
-                    [job.args for job in jobs],
-                )
-        except Exception as error:
+                cursor.executemany(sql, [job.args for job in jobs])
+        except Exception:
             for job in jobs:
-                job.future.set_exception(error)
+                try:
+                    self.database.execute_one(sql, job.args)
+                except Exception as error:
+                    job.future.set_exception(error)
+                else:
+                    job.future.set_result(None)
             return
         for job in jobs:
             job.future.set_result(None)
@@ -229,20 +267,26 @@ class IdempotencyStore:
         first: dict[tuple[str, str], _Job] = {}
         for job in jobs:
             first.setdefault((job.args[0], job.args[1]), job)
+        ordered = sorted(first)  # row locks taken in key order by every process
         try:
             values = [
                 value
-                for principal, key, request_hash in (job.args for job in first.values())
-                for value in (principal, key, request_hash, _stamp(now))
+                for principal, key in ordered
+                for value in (principal, key, first[(principal, key)].args[2], _stamp(now))
             ]
-            rows = ", ".join(["(?, ?, ?, ?)"] * len(first))
+            rows = ", ".join(["(?, ?, ?, ?)"] * len(ordered))
             inserted = {
                 (row["principal"], row["idempotency_key"])
                 for row in self.database.execute_one(self._INSERT.format(rows=rows), values)
             }
-        except Exception as error:
+        except Exception:
+            # One bad row (or a store that cannot be reached) fails the statement: each
+            # claim on its own, so only the requests that must fail do.
             for job in jobs:
-                job.future.set_exception(error)
+                try:
+                    job.future.set_result(self.claim(*job.args))
+                except Exception as error:
+                    job.future.set_exception(error)
             return
         for job in jobs:
             principal, key, request_hash = job.args
@@ -254,6 +298,21 @@ class IdempotencyStore:
                 job.future.set_result(self._claim_taken(principal, key, request_hash, now))
             except Exception as error:
                 job.future.set_exception(error)
+
+
+async def _wait(future: Future[Any]) -> Any:
+    """The job's answer, waited for at most WAIT_SECONDS; the job itself is shielded, so
+    it is never withdrawn by the wait ending."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), WAIT_SECONDS)
+    except TimeoutError:
+        raise StoreWaitTimeout(
+            f"no answer from the Idempotency-Key store within {WAIT_SECONDS:.0f} s"
+        ) from None
+
+
+def _claimed(done: Future[Any]) -> bool:
+    return not done.cancelled() and done.exception() is None and done.result() is None
 
 
 class IdempotencyMiddleware:

@@ -57,7 +57,7 @@ class ComposedJSONTranscoder(JSONTranscoder):
         parts: list[str] = []
         try:
             _compose(obj, parts.append)
-        except _NotComposed:
+        except (_NotComposed, RecursionError):  # deep nesting or a cycle: json's way
             return super().encode(obj)
         return "".join(parts).encode("utf8")
 

@@ -277,9 +277,10 @@ def test_an_as_of_date_reads_as_that_utc_day_closed(client: TestClient) -> None:
     )
     before = client.get(f"/v1/accounts/{account_id}", params={"as_of": yesterday}, headers=AUDITOR)
     assert_error(before, 404, "unknown_account")
-    for bad in ("2026-02-30", "2026-13-01"):
+    for bad in ("2026-02-30", "2026-13-01", "2026-W10-1", "20260302T1"):
         refused = client.get("/v1/ledger/trial-balance", params={"as_of": bad}, headers=FINANCE)
         assert_error(refused, 422, "invalid_timestamp")
+        assert refused.json()["error"]["details"]["field"] == "as_of"
 
 
 def test_an_as_of_whose_plus_sign_was_not_url_encoded_reads_as_that_offset(

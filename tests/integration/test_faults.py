@@ -744,10 +744,12 @@ def test_an_unreachable_store_is_503_with_retry_after_and_health_says_so_in_seco
         # What the event store raises when it cannot reach the database, in a command and
         # in the Idempotency-Key middleware (outside the routes): 503, then it recovers.
         ledger = client.app.state.ledger  # type: ignore[attr-defined]
-        unreachable = persistence.OperationalError("connection refused")
 
         def refused(*_: Any, **__: Any) -> Any:
-            raise unreachable
+            # As the event store raises it: its own class, the driver's error as the cause.
+            raise persistence.OperationalError("connection refused") from (
+                psycopg.OperationalError("connection refused")
+            )
 
         monkeypatch.setattr(ledger, "post_trade_later", refused)
         post = client.post(f"/v1/accounts/{account_id}/trades", json=trade, headers=platform)

@@ -7,11 +7,14 @@
 - The API groups single trade posts by default; PROPLEDGER_WRITE_GROUPING=off does not.
 - Idempotency-Key claims and completions of concurrent requests are written together,
   each still answered on its own: the first claim of a key wins, a completion is written
-  before a claim of the same round, and a failed round fails each of its requests.
+  before a claim of the same round, a failed round fails each of its requests, one bad row
+  fails only its own, a request that stopped waiting never leaves its key "in progress"
+  nor its reply unwritten, and closing answers whatever is still queued.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import timedelta
@@ -22,7 +25,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 import projections.store
+from api import idempotency
 from api.app import create_app
+from api.errors import StoreWaitTimeout
 from api.idempotency import IdempotencyStore, _Job
 from ledger.config import Settings
 from ledger.migrate import migrate
@@ -130,20 +135,24 @@ def test_a_failed_round_fails_each_of_its_requests_and_the_writer_goes_on(
         release = _held_writer(store, monkeypatch)
         execute_one = database.execute_one
         keys = [uid("lost-") for _ in range(3)]
-        failing = [True]
+        down = [True]
+        calls: list[int] = []
 
-        def execute_once_failing(sql: str, params: Any = ()) -> list[dict[str, Any]]:
-            if failing[0] and keys[0] in params:  # the round holding the lost keys
-                failing[0] = False
+        def failing_while_down(sql: str, params: Any = ()) -> list[dict[str, Any]]:
+            if down[0] and set(keys) & set(params):  # the store is gone for these
+                calls.append(len(params))
                 raise RuntimeError("the database went away")
             return execute_one(sql, params)
 
-        monkeypatch.setattr(database, "execute_one", execute_once_failing)
+        monkeypatch.setattr(database, "execute_one", failing_while_down)
         lost = [store._submit(_Job("claim", ("bridge", key, "h"))) for key in keys]
         release.set()
         for future in lost:
             with pytest.raises(RuntimeError, match="went away"):
                 future.result(timeout=30)
+        # The round's statement, then each claim alone (one bad row must not fail others).
+        assert calls == [12, 4, 4, 4]
+        down[0] = False
         # Nothing was claimed, and the next round is written.
         assert store._submit(_Job("claim", ("bridge", keys[0], "h"))).result(timeout=30) is None
         rows = database.query(
@@ -188,6 +197,90 @@ def test_a_request_that_gave_up_is_left_out_and_a_broken_round_never_hangs_the_r
             failed.result(timeout=30)
         monkeypatch.undo()
         assert store._submit(_Job("claim", ("bridge", uid("after-"), "h"))).result(30) is None
+    finally:
+        store.close()
+        database.close()
+
+
+def _row(database: Database, key: str) -> list[dict[str, Any]]:
+    return database.query(
+        "SELECT status FROM idempotency_keys WHERE principal = ? AND idempotency_key = ?",
+        ("bridge", key),
+    )
+
+
+def test_a_claim_whose_wait_ended_is_released_and_a_completion_is_written_anyway(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = Database(url)
+    store = IdempotencyStore(database, ttl=timedelta(hours=24))
+    try:
+        done = uid("done-")
+        assert store.claim("bridge", done, "h") is None
+        monkeypatch.setattr(idempotency, "WAIT_SECONDS", 0.2)
+        release = _held_writer(store, monkeypatch)
+        late = uid("late-")
+
+        async def wait_for_both() -> tuple[BaseException | None, BaseException | None]:
+            outcomes = await asyncio.gather(
+                store.claim_soon("bridge", late, "h"),
+                store.complete_soon("bridge", done, 201, "[]", b"{}"),
+                return_exceptions=True,
+            )
+            return tuple(o if isinstance(o, BaseException) else None for o in outcomes)  # type: ignore[return-value]
+
+        claim_error, complete_error = asyncio.run(wait_for_both())
+        assert isinstance(claim_error, StoreWaitTimeout)  # the requests stopped waiting
+        assert isinstance(complete_error, StoreWaitTimeout)
+        release.set()
+        # The completion is written all the same; the late claim is written, then released,
+        # so a retry is not told "in progress".
+        deadline = time.monotonic() + 30
+        while (_row(database, done) != [{"status": 201}] or _row(database, late)) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert _row(database, done) == [{"status": 201}]
+        assert _row(database, late) == []
+        assert store.claim("bridge", late, "h") is None
+    finally:
+        store.close()
+        database.close()
+
+
+def test_one_bad_row_fails_only_its_own_request(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    database = Database(url)
+    store = IdempotencyStore(database, ttl=timedelta(hours=24))
+    try:
+        release = _held_writer(store, monkeypatch)
+        # Text the store refuses: NUL in PostgreSQL, a lone surrogate in SQLite.
+        bad_principal = "bad\x00" if database.dialect == "postgres" else "bad\ud800"
+        good = [uid("good-") for _ in range(4)]
+        futures = [store._submit(_Job("claim", ("bridge", key, "h"))) for key in good]
+        bad = store._submit(_Job("claim", (bad_principal, uid("bad-"), "h")))
+        release.set()
+        assert [future.result(timeout=30) for future in futures] == [None] * 4
+        with pytest.raises((psycopg.DataError, UnicodeEncodeError)):  # the driver's refusal
+            bad.result(timeout=30)
+        assert all(_row(database, key) == [{"status": None}] for key in good)
+    finally:
+        store.close()
+        database.close()
+
+
+def test_closing_answers_what_was_queued_after_the_writer_stopped(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = Database(url)
+    store = IdempotencyStore(database, ttl=timedelta(hours=24))
+    try:
+        release = _held_writer(store, monkeypatch)
+        store._jobs.put(None)  # the writer stops after the held round...
+        stranded = store._submit(_Job("claim", ("bridge", uid("after-"), "h")))  # ...before this
+        release.set()
+        store.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            stranded.result(timeout=10)
     finally:
         store.close()
         database.close()

@@ -152,3 +152,10 @@ def test_a_transcoder_with_other_registrations_leaves_encoding_to_the_library() 
 def test_values_json_handles_its_own_way_go_to_the_library(value: Any) -> None:
     state = {"value": value, "amount": Decimal("2.50")}
     assert COMPOSED.encode(state) == LIBRARY.encode(state)
+
+
+def test_nesting_too_deep_to_compose_goes_to_the_library() -> None:
+    deep: Any = {"leaf": Decimal("1.00")}
+    for _ in range(3000):
+        deep = {"next": deep}
+    assert COMPOSED.encode(deep) == LIBRARY.encode(deep)
