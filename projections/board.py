@@ -18,7 +18,7 @@ from eventsourcing.utils import resolve_topic
 
 from domain.account import TradingAccount
 from domain.money import Money
-from projections.store import Cursor, Database, upsert
+from projections.store import Cursor, Database, update_rows, upsert
 
 _TOPIC_PREFIX = f"{TradingAccount.__module__}:{TradingAccount.__qualname__}."
 _OPENED_TOPIC = f"{_TOPIC_PREFIX}{TradingAccount.Opened.__name__}"
@@ -193,15 +193,16 @@ class AccountBoard:
             else:
                 updates[account_id] = dynamic
         upsert(cursor, "account_board", COLUMNS, list(new_rows.values()))
-        if updates:
-            assignments = ", ".join(f"{column} = ?" for column in DYNAMIC_COLUMNS)
-            cursor.executemany(
-                f"UPDATE account_board SET {assignments} WHERE account_id = ?",
-                [
-                    [row[column] for column in DYNAMIC_COLUMNS] + [account_id]
-                    for account_id, row in updates.items()
-                ],
-            )
+        update_rows(
+            cursor,
+            "account_board",
+            "account_id",
+            DYNAMIC_COLUMNS,
+            [
+                [row[column] for column in DYNAMIC_COLUMNS] + [account_id]
+                for account_id, row in updates.items()
+            ],
+        )
 
     @staticmethod
     def _dynamic(event: Any) -> dict[str, Any]:

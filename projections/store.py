@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -166,6 +167,27 @@ class _PostgresCursor:
         if rows:
             self._cursor.executemany(sql.replace("?", "%s").encode(), rows)
 
+    def update_by_copy(
+        self, table: str, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """See `update_rows`. The temporary table is named after its columns, so a session
+        that outlives a migration never applies an old shape."""
+        names = [*columns, key]
+        shape = zlib.crc32(",".join(names).encode())
+        staging = f"_update_{table}_{shape:08x}"
+        self._cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
+            f"SELECT {', '.join(names)} FROM {table} WITH NO DATA"
+        )
+        with self._cursor.copy(f"COPY {staging} ({', '.join(names)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        assignments = ", ".join(f"{column} = staged.{column}" for column in columns)
+        self._cursor.execute(
+            f"UPDATE {table} AS target SET {assignments} FROM {staging} AS staged "
+            f"WHERE target.{key} = staged.{key}"
+        )
+
 
 def select_by_keys(
     cursor: Cursor, table: str, key: str, columns: Sequence[str], keys: Sequence[str]
@@ -195,3 +217,25 @@ def upsert(
         f"ON CONFLICT ({columns[0]}) DO UPDATE SET {assignments}",
         [[row[column] for column in columns] for row in rows],
     )
+
+
+# From this many rows an update goes through COPY (PostgreSQL): measured on the board's
+# 1,000-row pages, a pipelined executemany of UPDATEs took 9.3 ms of client CPU and 16 ms
+# of wall time, COPY into a temporary table and one UPDATE ... FROM 1.5 ms and 9 ms. Below
+# it, the temporary table is not worth its statements.
+COPY_FROM_ROWS = 100
+
+
+def update_rows(
+    cursor: Cursor, table: str, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """`UPDATE table SET columns WHERE key = ...` for each row (the columns' values, then
+    the key's). Many rows on PostgreSQL: copied into a temporary table (this session's,
+    emptied at commit) and applied by one UPDATE ... FROM, in the same transaction."""
+    if not rows:
+        return
+    if isinstance(cursor, _PostgresCursor) and len(rows) >= COPY_FROM_ROWS:
+        cursor.update_by_copy(table, key, columns, rows)
+        return
+    assignments = ", ".join(f"{column} = ?" for column in columns)
+    cursor.executemany(f"UPDATE {table} SET {assignments} WHERE {key} = ?", rows)

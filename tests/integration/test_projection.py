@@ -18,7 +18,7 @@ from ledger.app import PropLedger
 from ledger.migrate import migrate
 from projections.board import COLUMNS, AccountBoard, all_rows
 from projections.runner import ProjectionRunner
-from projections.store import Cursor, Database
+from projections.store import COPY_FROM_ROWS, Cursor, Database
 from tests.support import BACKENDS, backend_url, program_body, purchase_body, trade_body, uid
 
 LOG_TABLE = (
@@ -198,6 +198,35 @@ def test_rebuilding_from_zero_gives_identical_rows(
     assert processed == len(notifications(ledger))
     assert all_rows(database) == before
     assert runner.position("account_board") == ledger.position()
+    assert_board_equals_aggregates(ledger, database)
+
+
+def test_a_page_updating_many_accounts_at_once_leaves_each_row_as_its_aggregate(
+    ledger: PropLedger, database: Database, program_id: str
+) -> None:
+    """Pages that update more rows than `COPY_FROM_ROWS` take another path on PostgreSQL
+    (COPY into a temporary table, one UPDATE ... FROM): the rows must be the same, twice in
+    a row on the same connection."""
+    accounts = [
+        str(ledger.purchase(purchase_body(program_id)).account.id)
+        for _ in range(COPY_FROM_ROWS + 20)
+    ]
+    runner = ProjectionRunner(ledger, database, [AccountBoard()])
+    runner.catch_up()  # every account's row exists: the next pages are updates
+    for round_number, profit in enumerate(("12.34", "-5.67")):
+        ledger.record_trades_batch(
+            [
+                {"account_id": account, **trade_body(f"many-{round_number}", profit=profit)}
+                for account in accounts
+            ]
+        )
+        assert runner.catch_up() == len(accounts)
+        rows = {row["account_id"]: row for row in all_rows(database)}
+        for account in accounts:
+            assert {k: v for k, v in rows[account].items() if k != "updated_at"} == (
+                expected_row(ledger, account)
+            )
+    assert {rows[account]["balance"] for account in accounts} == {"100006.67"}
     assert_board_equals_aggregates(ledger, database)
 
 
