@@ -55,13 +55,13 @@ def _stamp(moment: datetime) -> str:
 # of 999 parameters.
 MAX_GROUP = 200
 # How long a request waits for its round: far beyond a round's few statements, short of
-# a client's patience; then the request fails (500) rather than hang.
+# a client's patience; then the request answers 503 (StoreWaitTimeout) rather than hang.
 WAIT_SECONDS = 30.0
 
 
 @dataclass
 class _Job:
-    kind: str  # claim | complete
+    kind: str  # claim | complete | release
     args: tuple[Any, ...]
     future: Future[Any] = field(default_factory=Future)
 
