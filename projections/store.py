@@ -179,6 +179,9 @@ class _PostgresCursor:
             f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
             f"SELECT {', '.join(names)} FROM {table} WITH NO DATA"
         )
+        # Emptied at commit, and here too: a second call in one transaction must not see
+        # the first one's rows (two staged rows for one target would apply either).
+        self._cursor.execute(f"DELETE FROM {staging}")
         with self._cursor.copy(f"COPY {staging} ({', '.join(names)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)

@@ -18,7 +18,7 @@ from ledger.app import PropLedger
 from ledger.migrate import migrate
 from projections.board import COLUMNS, AccountBoard, all_rows
 from projections.runner import ProjectionRunner
-from projections.store import COPY_FROM_ROWS, Cursor, Database
+from projections.store import COPY_FROM_ROWS, Cursor, Database, update_rows
 from tests.support import BACKENDS, backend_url, program_body, purchase_body, trade_body, uid
 
 LOG_TABLE = (
@@ -407,3 +407,23 @@ def test_two_runners_processing_concurrently_end_equal_to_a_rebuild(
     chain = verify_chain(database_url)
     assert chain.findings == []
     assert chain.events == len(notifications(ledger))
+
+
+def test_two_copied_updates_in_one_transaction_each_apply_only_their_own_rows(
+    ledger: PropLedger, database: Database, program_id: str
+) -> None:
+    accounts = [
+        str(ledger.purchase(purchase_body(program_id)).account.id) for _ in range(COPY_FROM_ROWS)
+    ]
+    ProjectionRunner(ledger, database, [AccountBoard()]).catch_up()
+    with database.transaction() as cursor:
+        update_rows(
+            cursor, "account_board", "account_id", ["status"], [["closed", a] for a in accounts]
+        )
+        update_rows(
+            cursor, "account_board", "account_id", ["status"], [["passed", a] for a in accounts]
+        )
+    rows = {row["account_id"]: row["status"] for row in all_rows(database)}
+    assert {rows[account] for account in accounts} == {"passed"}
+    ProjectionRunner(ledger, database, [AccountBoard()]).rebuild(AccountBoard())  # as it was
+    assert_board_equals_aggregates(ledger, database)
