@@ -35,8 +35,8 @@ class ErrorEnvelope(BaseModel):
 _ERROR_STATUSES = {
     400: "Malformed request (bad JSON, bad Idempotency-Key)",
     401: "Missing, expired or invalid bearer token",
-    403: "The token's roles do not allow this",
-    404: "Not found (or not yours)",
+    403: "The token's roles do not allow this (a trader: another trader's resource)",
+    404: "Not found",
     409: "Conflicts with what is recorded",
     413: "Request body over 1 MiB",
     422: "The request is well-formed but invalid",
