@@ -255,13 +255,12 @@ def _routes(app: FastAPI) -> None:
     @app.get("/health", tags=["health"])
     def health(request: Request) -> JSONResponse:
         try:
-            # A store that cannot be reached answers 503 within seconds, not after the
-            # event store's own retries (ten, each waiting for a connection).
-            database: Database = request.app.state.database
-            database.query("SELECT 1 AS reachable", timeout=HEALTH_PROBE_SECONDS)
-            position = _ledger(request).position()
+            # Projections first, waiting at most a few seconds for a connection: a store
+            # that cannot be reached answers 503 then, not after the event store's own
+            # retries (ten, each waiting for a connection).
             runner: ProjectionRunner = request.app.state.runner
-            projections = runner.positions()  # one query for all of them
+            projections = runner.positions(timeout=HEALTH_PROBE_SECONDS)  # one query
+            position = _ledger(request).position()
         except Exception as error:
             logger.warning("health check failed: %s", error)
             return envelope(503, "store_unreachable", "the event store cannot be reached")

@@ -163,8 +163,7 @@ _POSTGRES_TRANSIENT: tuple[type[Exception], ...] = (
 # What can carry such an error (the event store wraps the driver's in its own classes).
 STORE_ERRORS: tuple[type[Exception], ...] = (
     StoreWaitTimeout,
-    psycopg.Error,
-    psycopg_pool.PoolTimeout,
+    psycopg.Error,  # the pool's timeouts are psycopg OperationalErrors too
     persistence.PersistenceError,
     sqlite3.Error,
 )

@@ -70,14 +70,6 @@ def check_currency(currency: Any) -> str:
 
 
 _QUANTA: dict[str, Decimal] = {}  # currency -> its minor unit; known currencies only
-_EXPONENTS: dict[str, int] = {}
-
-
-def _exponent(currency: str) -> int:
-    exponent = _EXPONENTS.get(currency)
-    if exponent is None:
-        exponent = _EXPONENTS[currency] = minor_unit_exponent(currency)
-    return exponent
 
 
 def _quantum(currency: str) -> Decimal:
@@ -151,7 +143,7 @@ class Money:
         """Money from a decimal string or Decimal, refusing floats and excess places."""
         check_currency(currency)
         number, places = _parse_decimal(amount, field)
-        if places == _exponent(currency):
+        if places == minor_unit_exponent(currency):
             # Written with exactly the minor unit's places ("540.00" USD): already what
             # __post_init__ would quantise it to, so it is not checked again.
             money = object.__new__(cls)

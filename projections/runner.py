@@ -102,13 +102,15 @@ class ProjectionRunner:
         )
         return int(rows[0]["position"]) if rows else 0
 
-    def positions(self) -> dict[str, int]:
-        """Every projection's tracked position, in one query (0 when not tracked yet)."""
+    def positions(self, *, timeout: float | None = None) -> dict[str, int]:
+        """Every projection's tracked position, in one query (0 when not tracked yet);
+        `timeout`: at most this long waiting for a connection (Database.transaction)."""
         names = [projection.name for projection in self.projections]
         marks = ", ".join("?" for _ in names)
         rows = self.database.query(
             f"SELECT projection, position FROM projection_tracking WHERE projection IN ({marks})",
             names,
+            timeout=timeout,
         )
         found = {row["projection"]: int(row["position"]) for row in rows}
         return {name: found.get(name, 0) for name in names}

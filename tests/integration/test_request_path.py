@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -41,6 +42,18 @@ def url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     found = chosen or sqlite_url
     migrate(found)
     return found
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[IdempotencyStore]:
+    """An Idempotency-Key store (and its writer thread) on the test's database."""
+    database = Database(url)
+    made = IdempotencyStore(database, ttl=timedelta(hours=24))
+    try:
+        yield made
+    finally:
+        made.close()
+        database.close()
 
 
 def test_a_new_key_is_claimed_a_live_one_refused_an_expired_one_claimed_anew(url: str) -> None:
@@ -89,117 +102,102 @@ def _held_writer(store: IdempotencyStore, monkeypatch: pytest.MonkeyPatch) -> th
 
 
 def test_claims_and_completions_of_concurrent_requests_are_written_together(
-    url: str, monkeypatch: pytest.MonkeyPatch
+    store: IdempotencyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    database = Database(url)
-    store = IdempotencyStore(database, ttl=timedelta(hours=24))
-    try:
-        done = uid("done-")
-        assert store.claim("bridge", done, "hash-done") is None
-        release = _held_writer(store, monkeypatch)
-        fresh = [uid("fresh-") for _ in range(5)]
-        twice = uid("twice-")
-        futures = [store._submit(_Job("claim", ("bridge", key, "h"))) for key in fresh]
-        first = store._submit(_Job("claim", ("bridge", twice, "h-1")))
-        second = store._submit(_Job("claim", ("bridge", twice, "h-2")))
-        # A completion and a retry's claim of the same key in one round: the retry finds
-        # the stored reply, not "in progress".
-        completed = store._submit(_Job("complete", (201, "[]", b"{}", "bridge", done)))
-        retry = store._submit(_Job("claim", ("bridge", done, "hash-done")))
-        release.set()
+    database = store.database
+    done = uid("done-")
+    assert store.claim("bridge", done, "hash-done") is None
+    release = _held_writer(store, monkeypatch)
+    fresh = [uid("fresh-") for _ in range(5)]
+    twice = uid("twice-")
+    futures = [store._submit(_Job("claim", ("bridge", key, "h"))) for key in fresh]
+    first = store._submit(_Job("claim", ("bridge", twice, "h-1")))
+    second = store._submit(_Job("claim", ("bridge", twice, "h-2")))
+    # A completion and a retry's claim of the same key in one round: the retry finds
+    # the stored reply, not "in progress".
+    completed = store._submit(_Job("complete", (201, "[]", b"{}", "bridge", done)))
+    retry = store._submit(_Job("claim", ("bridge", done, "hash-done")))
+    release.set()
 
-        assert [future.result(timeout=30) for future in futures] == [None] * 5
-        assert first.result(timeout=30) is None  # the first of a key claims it
-        refused = second.result(timeout=30)
-        assert refused is not None
-        assert (refused["request_hash"], refused["status"]) == ("h-1", None)  # in progress
-        assert completed.result(timeout=30) is None
-        replayed = retry.result(timeout=30)
-        assert replayed is not None
-        assert replayed["status"] == 201
-        rows = database.query(
-            "SELECT idempotency_key FROM idempotency_keys WHERE principal = ?", ("bridge",)
-        )
-        assert {row["idempotency_key"] for row in rows} >= {*fresh, twice, done}
-    finally:
-        store.close()
-        database.close()
+    assert [future.result(timeout=30) for future in futures] == [None] * 5
+    assert first.result(timeout=30) is None  # the first of a key claims it
+    refused = second.result(timeout=30)
+    assert refused is not None
+    assert (refused["request_hash"], refused["status"]) == ("h-1", None)  # in progress
+    assert completed.result(timeout=30) is None
+    replayed = retry.result(timeout=30)
+    assert replayed is not None
+    assert replayed["status"] == 201
+    rows = database.query(
+        "SELECT idempotency_key FROM idempotency_keys WHERE principal = ?", ("bridge",)
+    )
+    assert {row["idempotency_key"] for row in rows} >= {*fresh, twice, done}
 
 
 def test_a_failed_round_fails_each_of_its_requests_and_the_writer_goes_on(
-    url: str, monkeypatch: pytest.MonkeyPatch
+    store: IdempotencyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    database = Database(url)
-    store = IdempotencyStore(database, ttl=timedelta(hours=24))
-    try:
-        release = _held_writer(store, monkeypatch)
-        execute_one = database.execute_one
-        keys = [uid("lost-") for _ in range(3)]
-        down = [True]
-        calls: list[int] = []
+    database = store.database
+    release = _held_writer(store, monkeypatch)
+    execute_one = database.execute_one
+    keys = [uid("lost-") for _ in range(3)]
+    down = [True]
+    calls: list[int] = []
 
-        def failing_while_down(sql: str, params: Any = ()) -> list[dict[str, Any]]:
-            if down[0] and set(keys) & set(params):  # the store is gone for these
-                calls.append(len(params))
-                raise RuntimeError("the database went away")
-            return execute_one(sql, params)
+    def failing_while_down(sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        if down[0] and set(keys) & set(params):  # the store is gone for these
+            calls.append(len(params))
+            raise RuntimeError("the database went away")
+        return execute_one(sql, params)
 
-        monkeypatch.setattr(database, "execute_one", failing_while_down)
-        lost = [store._submit(_Job("claim", ("bridge", key, "h"))) for key in keys]
-        release.set()
-        for future in lost:
-            with pytest.raises(RuntimeError, match="went away"):
-                future.result(timeout=30)
-        # The round's statement, then each claim alone (one bad row must not fail others).
-        assert calls == [12, 4, 4, 4]
-        down[0] = False
-        # Nothing was claimed, and the next round is written.
-        assert store._submit(_Job("claim", ("bridge", keys[0], "h"))).result(timeout=30) is None
-        rows = database.query(
-            "SELECT idempotency_key FROM idempotency_keys WHERE principal = ?", ("bridge",)
-        )
-        assert {row["idempotency_key"] for row in rows} & set(keys) == {keys[0]}
-    finally:
-        store.close()
-        database.close()
+    monkeypatch.setattr(database, "execute_one", failing_while_down)
+    lost = [store._submit(_Job("claim", ("bridge", key, "h"))) for key in keys]
+    release.set()
+    for future in lost:
+        with pytest.raises(RuntimeError, match="went away"):
+            future.result(timeout=30)
+    # The round's statement, then each claim alone (one bad row must not fail others).
+    assert calls == [12, 4, 4, 4]
+    down[0] = False
+    # Nothing was claimed, and the next round is written.
+    assert store._submit(_Job("claim", ("bridge", keys[0], "h"))).result(timeout=30) is None
+    rows = database.query(
+        "SELECT idempotency_key FROM idempotency_keys WHERE principal = ?", ("bridge",)
+    )
+    assert {row["idempotency_key"] for row in rows} & set(keys) == {keys[0]}
 
 
 def test_a_request_that_gave_up_is_left_out_and_a_broken_round_never_hangs_the_rest(
-    url: str, monkeypatch: pytest.MonkeyPatch
+    store: IdempotencyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    database = Database(url)
-    store = IdempotencyStore(database, ttl=timedelta(hours=24))
-    try:
-        release = _held_writer(store, monkeypatch)
-        gave_up, kept = uid("gave-up-"), uid("kept-")
-        abandoned = store._submit(_Job("claim", ("bridge", gave_up, "h")))
-        waiting = store._submit(_Job("claim", ("bridge", kept, "h")))
-        assert abandoned.cancel()  # its request stopped waiting before the round
-        release.set()
-        assert waiting.result(timeout=30) is None
-        assert not waiting.cancel()  # taken into a round: it gets its answer
-        keys = {
-            row["idempotency_key"]
-            for row in database.query(
-                "SELECT idempotency_key FROM idempotency_keys WHERE principal = ?", ("bridge",)
-            )
-        }
-        assert kept in keys
-        assert gave_up not in keys
+    database = store.database
+    release = _held_writer(store, monkeypatch)
+    gave_up, kept = uid("gave-up-"), uid("kept-")
+    abandoned = store._submit(_Job("claim", ("bridge", gave_up, "h")))
+    waiting = store._submit(_Job("claim", ("bridge", kept, "h")))
+    assert abandoned.cancel()  # its request stopped waiting before the round
+    release.set()
+    assert waiting.result(timeout=30) is None
+    assert not waiting.cancel()  # taken into a round: it gets its answer
+    keys = {
+        row["idempotency_key"]
+        for row in database.query(
+            "SELECT idempotency_key FROM idempotency_keys WHERE principal = ?", ("bridge",)
+        )
+    }
+    assert kept in keys
+    assert gave_up not in keys
 
-        # A round that breaks outside its statements fails its requests, not the writer.
-        def broken(jobs: list[Any]) -> None:
-            raise KeyError("a bug")
+    # A round that breaks outside its statements fails its requests, not the writer.
+    def broken(jobs: list[Any]) -> None:
+        raise KeyError("a bug")
 
-        monkeypatch.setattr(store, "_complete_all", broken)
-        failed = store._submit(_Job("claim", ("bridge", uid("broken-"), "h")))
-        with pytest.raises(KeyError):
-            failed.result(timeout=30)
-        monkeypatch.undo()
-        assert store._submit(_Job("claim", ("bridge", uid("after-"), "h"))).result(30) is None
-    finally:
-        store.close()
-        database.close()
+    monkeypatch.setattr(store, "_complete_all", broken)
+    failed = store._submit(_Job("claim", ("bridge", uid("broken-"), "h")))
+    with pytest.raises(KeyError):
+        failed.result(timeout=30)
+    monkeypatch.undo()
+    assert store._submit(_Job("claim", ("bridge", uid("after-"), "h"))).result(30) is None
 
 
 def _row(database: Database, key: str) -> list[dict[str, Any]]:
@@ -210,80 +208,66 @@ def _row(database: Database, key: str) -> list[dict[str, Any]]:
 
 
 def test_a_claim_whose_wait_ended_is_released_and_a_completion_is_written_anyway(
-    url: str, monkeypatch: pytest.MonkeyPatch
+    store: IdempotencyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    database = Database(url)
-    store = IdempotencyStore(database, ttl=timedelta(hours=24))
-    try:
-        done = uid("done-")
-        assert store.claim("bridge", done, "h") is None
-        monkeypatch.setattr(idempotency, "WAIT_SECONDS", 0.2)
-        release = _held_writer(store, monkeypatch)
-        late = uid("late-")
+    database = store.database
+    done = uid("done-")
+    assert store.claim("bridge", done, "h") is None
+    monkeypatch.setattr(idempotency, "WAIT_SECONDS", 0.2)
+    release = _held_writer(store, monkeypatch)
+    late = uid("late-")
 
-        async def wait_for_both() -> tuple[BaseException | None, BaseException | None]:
-            outcomes = await asyncio.gather(
-                store.claim_soon("bridge", late, "h"),
-                store.complete_soon("bridge", done, 201, "[]", b"{}"),
-                return_exceptions=True,
-            )
-            return tuple(o if isinstance(o, BaseException) else None for o in outcomes)  # type: ignore[return-value]
+    async def wait_for_both() -> tuple[BaseException | None, BaseException | None]:
+        outcomes = await asyncio.gather(
+            store.claim_soon("bridge", late, "h"),
+            store.complete_soon("bridge", done, 201, "[]", b"{}"),
+            return_exceptions=True,
+        )
+        return tuple(o if isinstance(o, BaseException) else None for o in outcomes)  # type: ignore[return-value]
 
-        claim_error, complete_error = asyncio.run(wait_for_both())
-        assert isinstance(claim_error, StoreWaitTimeout)  # the requests stopped waiting
-        assert isinstance(complete_error, StoreWaitTimeout)
-        release.set()
-        # The completion is written all the same; the late claim is written, then released,
-        # so a retry is not told "in progress".
-        deadline = time.monotonic() + 30
-        while (_row(database, done) != [{"status": 201}] or _row(database, late)) and (
-            time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
-        assert _row(database, done) == [{"status": 201}]
-        assert _row(database, late) == []
-        assert store.claim("bridge", late, "h") is None
-    finally:
-        store.close()
-        database.close()
+    claim_error, complete_error = asyncio.run(wait_for_both())
+    assert isinstance(claim_error, StoreWaitTimeout)  # the requests stopped waiting
+    assert isinstance(complete_error, StoreWaitTimeout)
+    release.set()
+    # The completion is written all the same; the late claim is written, then released,
+    # so a retry is not told "in progress".
+    deadline = time.monotonic() + 30
+    while (_row(database, done) != [{"status": 201}] or _row(database, late)) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert _row(database, done) == [{"status": 201}]
+    assert _row(database, late) == []
+    assert store.claim("bridge", late, "h") is None
 
 
-def test_one_bad_row_fails_only_its_own_request(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    database = Database(url)
-    store = IdempotencyStore(database, ttl=timedelta(hours=24))
-    try:
-        release = _held_writer(store, monkeypatch)
-        # Text the store refuses: NUL in PostgreSQL, a lone surrogate in SQLite.
-        bad_principal = "bad\x00" if database.dialect == "postgres" else "bad\ud800"
-        good = [uid("good-") for _ in range(4)]
-        futures = [store._submit(_Job("claim", ("bridge", key, "h"))) for key in good]
-        bad = store._submit(_Job("claim", (bad_principal, uid("bad-"), "h")))
-        release.set()
-        assert [future.result(timeout=30) for future in futures] == [None] * 4
-        with pytest.raises((psycopg.DataError, UnicodeEncodeError)):  # the driver's refusal
-            bad.result(timeout=30)
-        assert all(_row(database, key) == [{"status": None}] for key in good)
-    finally:
-        store.close()
-        database.close()
+def test_one_bad_row_fails_only_its_own_request(
+    store: IdempotencyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = store.database
+    release = _held_writer(store, monkeypatch)
+    # Text the store refuses: NUL in PostgreSQL, a lone surrogate in SQLite.
+    bad_principal = "bad\x00" if database.dialect == "postgres" else "bad\ud800"
+    good = [uid("good-") for _ in range(4)]
+    futures = [store._submit(_Job("claim", ("bridge", key, "h"))) for key in good]
+    bad = store._submit(_Job("claim", (bad_principal, uid("bad-"), "h")))
+    release.set()
+    assert [future.result(timeout=30) for future in futures] == [None] * 4
+    with pytest.raises((psycopg.DataError, UnicodeEncodeError)):  # the driver's refusal
+        bad.result(timeout=30)
+    assert all(_row(database, key) == [{"status": None}] for key in good)
 
 
 def test_closing_answers_what_was_queued_after_the_writer_stopped(
-    url: str, monkeypatch: pytest.MonkeyPatch
+    store: IdempotencyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    database = Database(url)
-    store = IdempotencyStore(database, ttl=timedelta(hours=24))
-    try:
-        release = _held_writer(store, monkeypatch)
-        store._jobs.put(None)  # the writer stops after the held round...
-        stranded = store._submit(_Job("claim", ("bridge", uid("after-"), "h")))  # ...before this
-        release.set()
-        store.close()
-        with pytest.raises(RuntimeError, match="closed"):
-            stranded.result(timeout=10)
-    finally:
-        store.close()
-        database.close()
+    release = _held_writer(store, monkeypatch)
+    store._jobs.put(None)  # the writer stops after the held round...
+    stranded = store._submit(_Job("claim", ("bridge", uid("after-"), "h")))  # ...before this
+    release.set()
+    store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        stranded.result(timeout=10)
 
 
 @pytest.mark.postgres

@@ -58,20 +58,24 @@ def test_percent_rounds_half_even_like_the_long_way() -> None:
         assert str(money.percent(Decimal(pct))) == str(expected)
 
 
-def test_a_fingerprint_is_the_hash_of_the_sorted_json() -> None:
-    parsed = trade("T-1", "2026-03-02T10:00:00+01:00", "-12.50", commission="-0.70")
+def _long_way_fingerprint(parsed: Trade) -> str:
     canonical = {
         "symbol": parsed.symbol,
         "side": parsed.side,
         "volume": str(parsed.volume.normalize()),
         "opened_at": parsed.opened_at.timestamp(),
         "closed_at": parsed.closed_at.timestamp(),
-        "profit": "-12.50",
-        "commission": "-0.70",
-        "swap": "0.00",
+        "profit": str(parsed.profit.amount),
+        "commission": str(parsed.commission.amount),
+        "swap": str(parsed.swap.amount),
     }
-    expected = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:32]
-    assert parsed.fingerprint == expected
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def test_a_fingerprint_is_the_hash_of_the_sorted_json() -> None:
+    parsed = trade("T-1", "2026-03-02T10:00:00+01:00", "-12.50", commission="-0.70")
+    assert (str(parsed.profit.amount), str(parsed.commission.amount)) == ("-12.50", "-0.70")
+    assert parsed.fingerprint == _long_way_fingerprint(parsed)
 
 
 @settings(max_examples=400, deadline=None)
@@ -101,20 +105,6 @@ def test_money_of_text_at_the_minor_units_places_is_what_the_checked_way_gives(
     assert quick == checked
     assert str(quick) == str(checked)
     assert quick.amount.as_tuple() == checked.amount.as_tuple()
-
-
-def _long_way_fingerprint(parsed: Trade) -> str:
-    canonical = {
-        "symbol": parsed.symbol,
-        "side": parsed.side,
-        "volume": str(parsed.volume.normalize()),
-        "opened_at": parsed.opened_at.timestamp(),
-        "closed_at": parsed.closed_at.timestamp(),
-        "profit": str(parsed.profit.amount),
-        "commission": str(parsed.commission.amount),
-        "swap": str(parsed.swap.amount),
-    }
-    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:32]
 
 
 _instants = st.datetimes(
