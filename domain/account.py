@@ -481,7 +481,9 @@ class TradingAccount(Aggregate):
         terms = self.program.funded_terms
         return Eligibility(
             is_funded=self.rules.is_funded,
-            is_active=self.status == ACTIVE,
+            # A suspended account shows `suspended`, not `active`: it fails that condition
+            # too (DESIGN.md: a refusal names every failed condition).
+            is_active=self.public_status == ACTIVE,
             trader_suspended=trader_suspended or self.suspended,
             profit=self.state.profit,
             min_payout=terms.min_payout,

@@ -594,6 +594,11 @@ def test_a_dispute_suspends_the_trader_moves_the_money_and_a_won_dispute_reinsta
     account_id = trader_accounts(client, trader_id)[0]["account_id"]
     direct = client.get(f"/v1/accounts/{account_id}", headers=AUDITOR).json()
     assert direct["status"] == "suspended"
+    # Payouts are blocked; the refusal names the suspended account and trader both.
+    refused = client.post(f"/v1/accounts/{account_id}/payouts", headers=FINANCE)
+    assert refused.status_code == 422, refused.text
+    reasons = refused.json()["error"]["details"]["reasons"]
+    assert {"not_active", "trader_suspended"} <= set(reasons), reasons
 
     # Trades keep arriving from the platform: they happened, so they are recorded.
     trade = client.post(

@@ -535,9 +535,11 @@ def test_a_suspended_trader_is_refused_as_trader_suspended() -> None:
     close(account, "1000.00")
     later = days_after_opening(account, 30)
     assert refusal(account, later, trader_suspended=True) == ["trader_suspended"]
-    # The same when the suspension is recorded on the account (a dispute).
+    # A dispute also marks the account `suspended`: it is not `active` either, and a
+    # refusal names every failed condition.
     account.suspend("payment dispute")
-    assert refusal(account, later) == ["trader_suspended"]
+    assert account.public_status == "suspended"
+    assert refusal(account, later) == ["not_active", "trader_suspended"]
     account.reinstate("dispute won")
     _, split = request(account, later)
     assert split.profit == usd("1000.00")
