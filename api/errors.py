@@ -105,7 +105,7 @@ def install(app: FastAPI) -> None:
         return envelope(_status_of(error), error.code, error.message, error.details)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         problems = [
             {
                 "field": ".".join(str(part) for part in item.get("loc", ()) if part != "body"),
@@ -115,6 +115,12 @@ def install(app: FastAPI) -> None:
             for item in error.errors()
         ]
         if any(problem["type"] == "json_invalid" for problem in problems):
+            from api.auth import refuse_before_body  # api.auth imports this module
+
+            try:
+                await refuse_before_body(request)
+            except ApiError as refusal:
+                return await api_error(request, refusal)
             return envelope(400, "malformed_json", "the request body is not valid JSON", problems)
         summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems[:5])
         return envelope(422, "invalid_input", summary or "invalid request", problems)

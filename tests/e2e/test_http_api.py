@@ -558,6 +558,29 @@ def test_malformed_json_is_400_and_nothing_is_stored(
     assert stored(client, quiet_account) == before
 
 
+def test_who_is_asking_is_answered_before_whether_the_body_is_json(
+    client: TestClient, quiet_account: str
+) -> None:
+    """No token, a bad token or the wrong role is refused as it would be with a valid
+    body, even when the body is not JSON at all; the webhook (no token) still says 400."""
+    broken = b'{"trade_id": "T-x", "profit": '
+    path = f"/v1/accounts/{quiet_account}/trades"
+    json_type = {"Content-Type": "application/json"}
+    before = stored(client, quiet_account)
+    for headers, status, code in (
+        ({}, 401, "unauthenticated"),
+        ({"Authorization": "Bearer not-a-jwt"}, 401, "invalid_token"),
+        (FINANCE, 403, "forbidden"),
+    ):
+        for body in (broken, b'{"trade_id": 7}'):
+            response = client.post(path, content=body, headers={**headers, **json_type})
+            assert_error(response, status, code)
+    assert_error(client.post("/v1/purchases", content=b"{bad", headers=json_type), 401)
+    # The right token: now the body is looked at.
+    assert_error(client.post(path, content=broken, headers={**PLATFORM, **json_type}), 400)
+    assert stored(client, quiet_account) == before
+
+
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_a_body_over_1_mib_is_413_and_nothing_is_stored(
     client: TestClient, quiet_account: str, framing: str
