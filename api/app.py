@@ -49,6 +49,7 @@ from api.webhooks import verify_stripe_event
 from domain.account import TradingAccount
 from domain.errors import NotFound
 from domain.ids import trader_id_to_uuid
+from domain.money import Money
 from domain.payout import FourEyes, Payout, PayoutRefused
 from domain.trade import parse_timestamp
 from ledger import grouping
@@ -284,6 +285,8 @@ def _routes(app: FastAPI) -> None:
         reply = ledger.purchase(body.model_dump(), principal.sub)
         payload = {
             **body.model_dump(),
+            # As booked: quantised to the currency's minor unit ("540" -> "540.00").
+            "amount": str(Money.of(body.amount, body.currency).amount),
             "account_id": str(reply.account.id),
             "duplicate": reply.duplicate,
             "account": account_state(reply.account),

@@ -243,6 +243,18 @@ def test_the_same_purchase_again_is_a_duplicate_of_the_same_account(
     spelled = client.post("/v1/purchases", json={**body, "amount": "540"}, headers=FINANCE)
     assert spelled.status_code == 200, spelled.text
     assert spelled.json()["duplicate"] is True
+    assert spelled.json()["amount"] == "540.00"  # money as booked, at the minor unit
+
+
+def test_a_purchase_reply_gives_the_amount_at_the_currency_minor_unit(
+    client: TestClient, program_id: str
+) -> None:
+    body = {**purchase_body(program_id), "amount": "540"}
+    reply = client.post("/v1/purchases", json=body, headers=FINANCE)
+    assert reply.status_code == 201, reply.text
+    assert (reply.json()["amount"], reply.json()["currency"]) == ("540.00", "USD")
+    free = {**purchase_body(program_id), "amount": "0"}
+    assert client.post("/v1/purchases", json=free, headers=FINANCE).json()["amount"] == "0.00"
 
 
 def test_the_same_purchase_id_with_another_amount_is_409(
