@@ -743,8 +743,9 @@ class PropLedger(Application[UUID]):
             trade = Trade.parse(body, account.currency)
             outcome = account.close_trade(trade, actor)
             if outcome.duplicate:
-                original = self._as_recorded(account.id, outcome.version)
-                return AccountReply(original, duplicate=True, position=None)
+                # Recorded before: nothing changes, and the reply is the account as it
+                # stands (an Idempotency-Key, not a trade id, replays a first answer).
+                return AccountReply(account, duplicate=True, position=None)
             return AccountReply(
                 account, duplicate=False, position=self._save(account, outcome.opened)
             )
@@ -880,19 +881,6 @@ class PropLedger(Application[UUID]):
         return {canonical: entries[canonical] for canonical in first_spelling}
 
     # Reads --------------------------------------------------------------------------
-
-    def _as_recorded(self, account_id: UUID, trade_version: int) -> TradingAccount:
-        """The account as the command that recorded the trade at `trade_version` left it:
-        the trade and the breach or pass it caused in the same save."""
-        account: Any = None
-        events: list[Any] = list(self.events.get(account_id, lte=trade_version + 1))
-        for event in events:
-            decided = isinstance(event, (TradingAccount.RuleBreached, TradingAccount.PhasePassed))
-            if event.originator_version > trade_version and not decided:
-                break
-            account = event.mutate(account)
-        assert isinstance(account, TradingAccount)
-        return account
 
     def account_as_of(self, account_id: str, as_of: datetime) -> TradingAccount:
         """The account as the ledger knew it at `as_of`: its events recorded until then."""

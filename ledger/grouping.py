@@ -7,9 +7,9 @@ in arrival order on one set of loaded accounts, then saved in one transaction. A
 that finds the thread idle is saved at once, alone: grouping adds no wait unless a
 window is configured, and groups grow with the load. Each caller still gets its own
 exact answer: the account as its own trade left it (copied right after deciding it), its
-own refusal, or the original result of a duplicate. A collision with another process
-re-decides the whole group from the store; any other failure falls back to deciding each
-trade on its own.
+own refusal, or, for a duplicate, the account as it stands at that point. A collision
+with another process re-decides the whole group from the store; any other failure falls
+back to deciding each trade on its own.
 """
 
 from __future__ import annotations
@@ -146,19 +146,15 @@ class TradeGrouper:
                 continue
             if outcome.opened is not None:
                 to_save.append(outcome.opened)
-            if outcome.duplicate:
-                decided.append(("duplicate", account.id, outcome.version))
-            else:
-                decided.append(copy.deepcopy(account))  # as this trade left it
+            # As this trade left it, or, for a duplicate, as it stands.
+            decided.append((copy.deepcopy(account), outcome.duplicate))
         position = ledger._save(*to_save)
         replies: list[AccountReply | BaseException] = []
         for item in decided:
             if isinstance(item, BaseException):
                 replies.append(item)
-            elif isinstance(item, tuple):
-                _, account_id, version = item
-                original = ledger._as_recorded(account_id, version)
-                replies.append(AccountReply(original, duplicate=True, position=None))
             else:
-                replies.append(AccountReply(item, duplicate=False, position=position))
+                state, duplicate = item
+                at = None if duplicate else position  # a duplicate saved nothing
+                replies.append(AccountReply(state, duplicate=duplicate, position=at))
         return replies

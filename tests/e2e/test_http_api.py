@@ -394,7 +394,7 @@ def test_a_bad_purchase_is_refused_and_opens_nothing(
 # Trades -----------------------------------------------------------------------------
 
 
-def test_a_trade_is_created_and_its_duplicate_replays_the_original_state(
+def test_a_trade_is_created_and_its_duplicate_answers_the_current_state(
     client: TestClient, program_id: str
 ) -> None:
     account_id = open_account(client, program_id)["account_id"]
@@ -415,13 +415,17 @@ def test_a_trade_is_created_and_its_duplicate_replays_the_original_state(
     assert later.status_code == 201
     assert later.json()["balance"] == "102993.75"
 
+    # Sent again after T-2: recorded once, and the reply is the account as it stands.
     duplicate = post_trade(client, account_id, first)
     assert duplicate.status_code == 200, duplicate.text
     replay = duplicate.json()
     assert replay["duplicate"] is True
-    assert replay["balance"] == "102995.00"
-    assert replay["version"] == 2
-    assert {key: replay[key] for key in STATE_FIELDS} == {key: state[key] for key in STATE_FIELDS}
+    assert replay["trade_id"] == "T-1"
+    assert replay["balance"] == "102993.75"
+    assert replay["version"] == 3
+    current = client.get(f"/v1/accounts/{account_id}", headers=AUDITOR).json()
+    assert {key: replay[key] for key in STATE_FIELDS} == {key: current[key] for key in STATE_FIELDS}
+    assert replay["position"] >= later.json()["position"]
 
     # The same instant written with another offset is the same trade.
     shifted = {**first, "closed_at": "2026-03-02T11:00:00+01:00"}

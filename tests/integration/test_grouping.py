@@ -104,7 +104,7 @@ def test_concurrent_posts_grouped_into_saves_each_get_their_own_exact_answer(
             assert recorded.board() == reply.account.board()
             assert body["trade_id"] in recorded.trades
             assert reply.position is not None
-        # A duplicate answers the original result of the trade it repeats.
+        # A duplicate answers the account with the trade it repeats recorded once, as it was.
         originals = [r for r in replies if not r.duplicate and twin["trade_id"] in r.account.trades]
         first = min(originals, key=lambda r: r.account.trades[twin["trade_id"]][0])
         for reply in replies:
