@@ -1,13 +1,16 @@
 """Stripe webhook events, read into the facts the ledger acts on.
 
 Only the fields named here are read; amounts are integers in the currency's minor unit
-(JPY has none, KWD three) and become Money through `Money.from_minor_units`.
+as Stripe counts it (JPY has none, KWD three), which is ISO 4217's except for two
+currencies: Stripe counts MGA in whole ariary (ISO: two places) and ISK in hundredths
+(ISO: none; Stripe's amounts for ISK are always whole hundreds).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from domain.errors import InvalidInput
@@ -40,12 +43,32 @@ class StripeFact:
     direction: str | None = None
 
 
+# https://docs.stripe.com/currencies: the zero-decimal and three-decimal currencies;
+# every other one, ISK, HUF and TWD included, is sent with two decimal places.
+_STRIPE_ZERO_DECIMAL = frozenset({
+    "BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA",
+    "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF",
+})  # fmt: skip
+_STRIPE_THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+
+
+def stripe_exponent(currency: str) -> int:
+    """Decimal places of a Stripe amount in `currency` (an integer count of these)."""
+    if currency in _STRIPE_ZERO_DECIMAL:
+        return 0
+    if currency in _STRIPE_THREE_DECIMAL:
+        return 3
+    return 2
+
+
 def _money(amount: Any, currency: Any) -> Money:
     if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
         raise InvalidInput("a Stripe amount must be a non-negative integer", code="invalid_event")
     if not isinstance(currency, str):
         raise InvalidInput("a Stripe amount needs a currency", code="invalid_event")
-    return Money.from_minor_units(amount, check_currency(currency.upper()))
+    code = check_currency(currency.upper())
+    # Exact: a Stripe amount finer than the ledger's minor unit (ISK 10050) is refused.
+    return Money(Decimal(amount).scaleb(-stripe_exponent(code)), code)
 
 
 def _text(value: Any) -> str | None:
@@ -85,8 +108,9 @@ def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _checkout_completed(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
-    if obj.get("payment_status") not in ("paid", "no_payment_required"):
+    if obj.get("payment_status") == "unpaid":
         # An asynchronous payment method has not paid yet; its success arrives later.
+        # (A session without the field is taken as completed means: paid.)
         return StripeFact(kind=RECORD_ONLY, **base)
     metadata = _metadata(obj)
     trader_id = _text(metadata.get("trader_id"))
@@ -111,14 +135,15 @@ def _checkout_completed(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact
 def _payment_intent_succeeded(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
     metadata = _metadata(obj)
     trader_id = _text(metadata.get("trader_id"))
-    if metadata.get("purpose") != "wallet_deposit" or not trader_id:
+    if metadata.get("purpose") != "wallet_deposit":
         # Challenge purchases are booked from their checkout session.
         return StripeFact(kind=RECORD_ONLY, **base)
     amount = obj.get("amount_received", obj.get("amount"))
     return StripeFact(
         kind=RECEIVED,
         payment_ref=_text(obj.get("id")),
-        purpose=DEPOSIT,
+        # A deposit nobody can be matched to is kept for finance, never dropped.
+        purpose=DEPOSIT if trader_id else UNALLOCATED,
         trader_id=trader_id,
         amount=_money(amount, obj.get("currency")),
         **base,

@@ -426,7 +426,14 @@ def test_a_deposit_reported_by_both_checkout_and_payment_intent_is_credited_once
 
 @pytest.mark.parametrize(
     ("currency", "minor_units", "amount"),
-    [("jpy", 5000, "5000"), ("kwd", 12345, "12.345")],
+    [
+        ("jpy", 5000, "5000"),
+        ("kwd", 12345, "12.345"),
+        # Stripe's units, not ISO 4217's: MGA has no decimals at Stripe (two in ISO), and
+        # ISK is sent in hundredths (none in ISO).
+        ("mga", 10000, "10000.00"),
+        ("isk", 10000, "100"),
+    ],
 )
 def test_a_deposit_in_a_currency_without_two_decimals_is_booked_in_its_own_minor_unit(
     client: TestClient, currency: str, minor_units: int, amount: str
@@ -540,6 +547,38 @@ def test_an_unmatched_payment_is_listed_and_finance_allocates_it_to_a_trader_and
 
     again = client.post(f"/v1/payments/{payment.intent}/allocate", json=allocation, headers=FINANCE)
     assert_error(again, 409, "not_unallocated")
+
+
+def test_a_deposit_intent_naming_no_trader_is_booked_as_unallocated(
+    client: TestClient,
+) -> None:
+    payment = sp.StripePayment(25000, "usd", {"purpose": "wallet_deposit"})
+    before = balances(client)
+    reply = delivered(client, payment.intent_succeeded())
+    assert reply["outcome"] == "unallocated"
+    assert change(before, balances(client)) == {
+        PROCESSOR: Decimal("250.00"),
+        "liabilities:unallocated USD": -Decimal("250.00"),
+    }
+    assert payment.intent in unallocated_ids(client)
+
+
+def test_a_completed_checkout_without_payment_status_is_taken_as_paid(
+    client: TestClient, program_id: str
+) -> None:
+    """Hand-written payloads often leave the field out; `completed` means paid unless
+    the session says `unpaid` (an asynchronous method, booked when its money arrives)."""
+    trader_id = uid("trader-")
+    payment = challenge(trader_id, program_id)
+    payload = payment.checkout_completed()
+    del payload["data"]["object"]["payment_status"]
+    before = balances(client)
+    delivered(client, payload)
+    assert change(before, balances(client)) == {
+        PROCESSOR: Decimal("540.00"),
+        FEES: -Decimal("540.00"),
+    }
+    assert len(trader_accounts(client, trader_id)) == 1
 
 
 def test_a_checkout_naming_an_unknown_program_is_booked_as_unallocated(
