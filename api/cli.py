@@ -7,7 +7,9 @@ the projection workers), and only `api` may import all of them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -177,6 +179,8 @@ def cmd_report_payouts(args: argparse.Namespace) -> int:
     try:
         start = parse_period(args.start, "from")
         end = parse_period(args.end, "to", end=True)
+        if start is not None and end is not None and end < start:
+            raise ValueError(f"--to ({args.end}) is before --from ({args.start})")
         # The report reflects every event recorded before it was asked for.
         ProjectionRunner(ledger, database, default_projections()).catch_up()
         report = payout_report(database, start, end)
@@ -274,11 +278,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ledger.audit import export_log
 
     settings = _settings()
+    where = sqlite_path(settings.database_url)
+    if where is not None and not os.path.exists(where):
+        raise SystemExit(f"propledger export: no store at {where} (PROPLEDGER_DATABASE_URL)")
     if args.output == "-":
         count = export_log(settings.database_url, sys.stdout, progress=_progress("export"))
     else:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            count = export_log(settings.database_url, handle, progress=_progress("export"))
+        # Written beside the target and renamed at the end: a failed export leaves no
+        # file that looks complete.
+        partial = f"{args.output}.partial"
+        try:
+            try:
+                handle = open(partial, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+            except OSError as error:  # named after the file asked for
+                raise OSError(error.errno, error.strerror, args.output) from None
+            with handle:
+                count = export_log(settings.database_url, handle, progress=_progress("export"))
+            os.replace(partial, args.output)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(partial)
     print(f"exported {count} events", file=sys.stderr)
     return 0
 
@@ -425,15 +444,52 @@ def _serve_demo(settings: Settings, base_url: str) -> None:
     print("\n".join(_demo_tokens(settings, base_url)), file=sys.stderr, flush=True)
 
 
+def _port(text: str) -> int:
+    port = _integer(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1-65535, not {port}")
+    return port
+
+
+def _positive(text: str) -> int:
+    number = _integer(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)  # a polling interval in seconds, not money
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
+def _nonblank(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text.strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="propledger", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="apply migrations and serve the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=_port, default=8000)
     serve.add_argument(
-        "--workers", type=int, default=1, help="API processes on this port (one per core)"
+        "--workers", type=_positive, default=1, help="API processes on this port (one per core)"
     )
     serve.add_argument(
         "--demo",
@@ -445,8 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="build a realistic demo firm (traders, trades, payouts) in an empty store"
     )
-    demo.add_argument("--traders", type=int, default=500, help="traders who buy challenges")
-    demo.add_argument("--days", type=int, default=60, help="calendar days of history")
+    demo.add_argument("--traders", type=_positive, default=500, help="traders who buy challenges")
+    demo.add_argument("--days", type=_positive, default=60, help="calendar days of history")
     demo.add_argument("--seed", type=int, default=7, help="the same seed builds the same firm")
     demo.add_argument(
         "--until", default=None, help="end of the history: a date or RFC 3339 instant (now)"
@@ -454,10 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     token = commands.add_parser("token", help="print a signed bearer token")
-    token.add_argument("--sub", required=True, help="who the token names (recorded as actor)")
-    token.add_argument("--roles", required=True, help="comma-separated: admin,finance,...")
+    token.add_argument(
+        "--sub", required=True, type=_nonblank, help="who the token names (recorded as actor)"
+    )
+    token.add_argument(
+        "--roles", required=True, type=_nonblank, help="comma-separated: admin,finance,..."
+    )
     token.add_argument("--trader-id", default=None, help="for trader tokens: the trader's id")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.add_argument("--ttl", type=_positive, default=3600, help="seconds until it expires")
     token.set_defaults(run=cmd_token)
 
     migrate_cmd = commands.add_parser("migrate", help="apply pending schema migrations")
@@ -466,15 +526,17 @@ def build_parser() -> argparse.ArgumentParser:
     project = commands.add_parser("project", help="run the projection workers")
     project.add_argument("--once", action="store_true", help="catch up, then exit")
     project.add_argument("--rebuild", action="store_true", help="rebuild from zero first")
-    project.add_argument("--batch-size", type=int, default=1000)
-    project.add_argument("--poll-interval", type=float, default=0.05)
+    project.add_argument("--batch-size", type=_positive, default=1000)
+    project.add_argument("--poll-interval", type=_seconds, default=0.05)
     project.set_defaults(run=cmd_project)
 
     relay = commands.add_parser(
         "relay", help="publish every stored event to NATS JetStream (PROPLEDGER_NATS_URL)"
     )
     relay.add_argument("--once", action="store_true", help="publish what is stored, then exit")
-    relay.add_argument("--batch-size", type=int, default=256, help="events per acknowledged page")
+    relay.add_argument(
+        "--batch-size", type=_positive, default=256, help="events per acknowledged page"
+    )
     relay.set_defaults(run=cmd_relay)
 
     report = commands.add_parser("report", help="finance reports")
@@ -504,10 +566,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _plain_error(error: BaseException) -> str | None:
+    """One line for an error of the environment (the database, a file), or None for
+    anything else (a bug keeps its traceback)."""
+    import sqlite3
+
+    import psycopg
+    from eventsourcing import persistence
+
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.strerror or error}: {error.filename}"
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    environment = (
+        psycopg.OperationalError,
+        psycopg.ProgrammingError,
+        sqlite3.OperationalError,
+        sqlite3.DatabaseError,
+        persistence.OperationalError,
+        persistence.InterfaceError,
+        persistence.ProgrammingError,
+    )
+    if not isinstance(error, environment):
+        return None
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        return f"the store has no propledger tables ({text}): run `propledger migrate` first"
+    return f"the database: {text} (PROPLEDGER_DATABASE_URL={_shown_url()})"
+
+
+def _shown_url() -> str:
+    """The configured database URL with any password hidden."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        url = _settings().database_url
+    except SystemExit:
+        return "?"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except Exception as error:
+        message = _plain_error(error)
+        if message is None:
+            raise
+        words = [args.command, getattr(args, args.command, None)]  # `report payouts`
+        label = " ".join(word for word in words if isinstance(word, str))
+        print(f"propledger {label}: {message}", file=sys.stderr)
+        return 1
     return result
 
 

@@ -105,8 +105,12 @@ def test_a_trader_token_carries_its_trader_id_and_ttl(tmp_path: Path) -> None:
     [
         ("--sub", "x", "--roles", "root"),
         ("--sub", "x", "--roles", "trader"),
+        ("--sub", "", "--roles", "admin"),
+        ("--sub", "x", "--roles", " "),
+        ("--sub", "x", "--roles", "admin", "--ttl", "-5"),
+        ("--sub", "x", "--roles", "admin", "--ttl", "0"),
     ],
-    ids=["unknown-role", "trader-without-id"],
+    ids=["unknown-role", "trader-without-id", "empty-sub", "no-roles", "past-ttl", "zero-ttl"],
 )
 def test_a_bad_token_request_fails_with_a_plain_error(tmp_path: Path, args: tuple[str]) -> None:
     done = run_cli("token", *args, cwd=tmp_path, env={"PROPLEDGER_JWT_SECRET": CLI_SECRET})
@@ -153,6 +157,98 @@ def test_migrate_with_a_bad_database_url_fails_with_a_plain_error(tmp_path: Path
     assert done.returncode != 0
     assert "invalid configuration" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# plain errors ---------------------------------------------------------------------------
+
+UNREACHABLE = "postgresql://propledger:hunter2@127.0.0.1:1/nowhere"
+
+
+@pytest.mark.parametrize(
+    ("command", "label"),
+    [
+        (("migrate",), "migrate"),
+        (("export", "--output", "-"), "export"),
+        (("audit", "verify"), "audit verify"),
+        (("report", "payouts"), "report payouts"),
+    ],
+    ids=["migrate", "export", "audit-verify", "report-payouts"],
+)
+def test_an_unreachable_database_is_one_plain_line_not_a_traceback(
+    tmp_path: Path, command: tuple[str, ...], label: str
+) -> None:
+    env = {"PROPLEDGER_DATABASE_URL": UNREACHABLE, "PROPLEDGER_JWT_SECRET": CLI_SECRET}
+    done = run_cli(*command, cwd=tmp_path, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"propledger {label}: the database: connection failed" in done.stderr
+    assert "Connection refused" in done.stderr
+    assert "hunter2" not in done.stderr  # the password is not printed
+    assert done.stdout == ""
+
+
+def test_export_of_a_missing_or_unmigrated_store_says_so_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "missing.db"
+    done = run_cli(
+        "export",
+        "--output",
+        str(tmp_path / "out.jsonl"),
+        cwd=tmp_path,
+        env={"PROPLEDGER_DATABASE_URL": sqlite_file_url(missing)},
+    )
+    assert done.returncode == 1
+    assert f"no store at {missing}" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(empty)}
+    done = run_cli("export", "--output", str(tmp_path / "out.jsonl"), cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "propledger migrate" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]  # no partial export
+
+
+def test_an_unwritable_output_and_an_inverted_period_are_plain_errors(tmp_path: Path) -> None:
+    env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(tmp_path / "store.db")}
+    assert run_cli("migrate", cwd=tmp_path, env=env).returncode == 0
+    nowhere = tmp_path / "no-such-dir" / "out"
+    for command in (("export", "--output", f"{nowhere}.jsonl"),
+                    ("report", "payouts", "--output", f"{nowhere}.csv")):  # fmt: skip
+        done = run_cli(*command, cwd=tmp_path, env=env)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        assert f"No such file or directory: {nowhere}." in done.stderr
+    inverted = run_cli(
+        "report", "payouts", "--from", "2026-12-08", "--to", "2026-12-01", cwd=tmp_path, env=env
+    )
+    assert inverted.returncode != 0
+    assert "--to (2026-12-01) is before --from (2026-12-08)" in inverted.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("serve", "--port", "99999"),
+        ("serve", "--port", "0"),
+        ("serve", "--workers", "0"),
+        ("project", "--batch-size", "0"),
+        ("project", "--poll-interval", "-1"),
+        ("demo", "--traders", "0"),
+    ],
+    ids=lambda words: "-".join(words),
+)
+def test_out_of_range_options_are_refused_before_anything_runs(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(tmp_path / "store.db")}
+    done = run_cli(*args, cwd=tmp_path, env=env)
+    assert done.returncode == 2, done.stderr
+    assert f"propledger {args[0]}: error: argument {args[1]}" in done.stderr
+    assert not (tmp_path / "store.db").exists()
 
 
 # project ------------------------------------------------------------------------------
