@@ -436,20 +436,32 @@ def _money_routes(app: FastAPI) -> None:
         ] = None,
     ) -> JSONResponse:
         instant = parse_as_of(as_of) if as_of else None
+        # Without `as_of` the balance is of everything recorded before the request came
+        # in: that moment is its `as_of`. A given one is echoed as written.
+        asked_at = datetime.now(UTC).isoformat()
         position = _wait_for_projections(request)
         balance = trial_balance(request.app.state.reports_db, instant)
-        return JSONResponse({"as_of": with_plus(as_of), **balance, "position": position})
+        shown = with_plus(as_of) if as_of else asked_at
+        return JSONResponse({"as_of": shown, **balance, "position": position})
 
     @app.get("/v1/ledger/entries", tags=["ledger"])
     def get_entries(
         request: Request,
         _: FinanceOrAuditor,
         account: Annotated[str | None, Query(max_length=200)] = None,
+        account_code: Annotated[
+            str | None, Query(max_length=200, description="another name for `account`")
+        ] = None,
         after: Annotated[str | None, Query(max_length=40, pattern=r"^\d+(\.\d+)?$")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_ENTRIES_PAGE)] = MAX_ENTRIES_PAGE,
     ) -> JSONResponse:
+        if account is not None and account_code is not None and account != account_code:
+            raise ApiError(
+                422, "invalid_input", "give the account code once: `account` or `account_code`"
+            )
+        code = account if account is not None else account_code
         position = _wait_for_projections(request)
-        lines = entry_lines(request.app.state.reports_db, account=account, after=after, limit=limit)
+        lines = entry_lines(request.app.state.reports_db, account=code, after=after, limit=limit)
         next_after = lines[-1]["cursor"] if len(lines) == limit else None
         return JSONResponse({"entries": lines, "next_after": next_after, "position": position})
 

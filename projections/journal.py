@@ -136,18 +136,17 @@ def trial_balance(database: Database, as_of: datetime | None = None) -> dict[str
 def entry_lines(
     database: Database, *, account: str | None, after: str | None, limit: int
 ) -> list[dict[str, Any]]:
-    """Journal lines in log order, optionally of one account (an exact code, or a prefix
-    ending in ':' such as 'liabilities:trader_wallet:'). Paged by the opaque `after`
+    """Journal lines in log order, optionally of one account code and the codes under it
+    ('liabilities:trader_wallet' and 'liabilities:trader_wallet:' both give every
+    trader's wallet; 'assets:bank' gives that account). Paged by the opaque `after`
     cursor (position and line number of the last line seen)."""
     clauses: list[str] = []
     params: list[Any] = []
     if account:
-        if account.endswith(":"):
-            clauses.append("l.account LIKE ? ESCAPE '\\'")
-            params.append(account.replace("%", r"\%").replace("_", r"\_") + "%")
-        else:
-            clauses.append("l.account = ?")
-            params.append(account)
+        code = account.rstrip(":")
+        under = code.replace("%", r"\%").replace("_", r"\_") + ":%"
+        clauses.append("(l.account = ? OR l.account LIKE ? ESCAPE '\\')")
+        params.extend([code, under])
     if after:
         position, _, line_no = after.partition(".")
         clauses.append("(e.position > ? OR (e.position = ? AND l.line_no > ?))")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -783,10 +784,30 @@ def test_journal_entries_filter_by_account_code_and_by_prefix(client: TestClient
     assert {line["account"] for line in prefix} >= {code}
     assert all(line["account"].startswith("liabilities:trader_wallet:") for line in prefix)
 
+    # Without the trailing colon too: a code gives itself and every code under it.
+    parent = client.get(
+        "/v1/ledger/entries",
+        params={"account": "liabilities:trader_wallet", "limit": 1000},
+        headers=AUDITOR,
+    ).json()["entries"]
+    assert [line["cursor"] for line in parent] == [line["cursor"] for line in prefix]
+    # `account_code` is another name for the filter.
+    named = client.get("/v1/ledger/entries", params={"account_code": code}, headers=AUDITOR).json()[
+        "entries"
+    ]
+    assert named == lines
+    both = {"account": code, "account_code": "assets:bank"}
+    assert_error(client.get("/v1/ledger/entries", params=both, headers=AUDITOR), 422)
+
     other = client.get(
         "/v1/ledger/entries", params={"account": code + "x"}, headers=AUDITOR
     ).json()["entries"]
     assert other == []
+    # A code is not a prefix of a longer code that does not continue it with ':'.
+    shorter = client.get(
+        "/v1/ledger/entries", params={"account": code[:-1]}, headers=AUDITOR
+    ).json()["entries"]
+    assert shorter == []
 
 
 def test_the_trial_balance_as_of_an_instant_leaves_out_later_entries(client: TestClient) -> None:
@@ -801,9 +822,14 @@ def test_the_trial_balance_as_of_an_instant_leaves_out_later_entries(client: Tes
     delivered(client, deposit(trader_id, 2500).checkout_completed())
 
     then = trial_balance(client, as_of)
+    asked = datetime.now(UTC)
     now = trial_balance(client)
 
     assert then["as_of"] == as_of
+    # Without `as_of`: the moment the request came in, as an RFC 3339 instant.
+    current = datetime.fromisoformat(now["as_of"])
+    assert current.utcoffset() is not None
+    assert asked <= current <= datetime.now(UTC)
     assert_trial_balance_balances(then)
     (row_then,) = [row for row in then["rows"] if row["account"] == code]
     (row_now,) = [row for row in now["rows"] if row["account"] == code]
