@@ -187,6 +187,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Event-sourced ledger and payout service for proprietary trading firms",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        # A body sent without a Content-Type header is read as JSON (every /v1 body is);
+        # one declared as something else is refused with a message saying so.
+        strict_content_type=False,
     )
     errors.install(app)
     # The last added runs first: request context (id, headers, log, rate limit), the body

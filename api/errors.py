@@ -122,6 +122,16 @@ def install(app: FastAPI) -> None:
             except ApiError as refusal:
                 return await api_error(request, refusal)
             return envelope(400, "malformed_json", "the request body is not valid JSON", problems)
+        declared = request.headers.get("content-type", "")
+        if isinstance(error.body, bytes) and declared and "json" not in declared.lower():
+            # FastAPI reads JSON only from a JSON content type; anything else reached the
+            # model as raw bytes ("Input should be a valid dictionary").
+            return envelope(
+                422,
+                "invalid_input",
+                f"the body must be JSON (Content-Type: application/json), not {declared}",
+                problems,
+            )
         summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems[:5])
         return envelope(422, "invalid_input", summary or "invalid request", problems)
 

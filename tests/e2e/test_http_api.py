@@ -574,6 +574,23 @@ def test_malformed_json_is_400_and_nothing_is_stored(
     assert stored(client, quiet_account) == before
 
 
+def test_a_json_body_without_a_content_type_is_read_and_another_type_is_refused(
+    client: TestClient, program_id: str
+) -> None:
+    account_id = open_account(client, program_id)["account_id"]
+    path = f"/v1/accounts/{account_id}/trades"
+    raw = json.dumps(trade_body("T-plain", profit="1.00")).encode()
+    created = client.post(path, content=raw, headers=PLATFORM)  # no Content-Type at all
+    assert created.status_code == 201, created.text
+    for declared in ("text/plain", "application/x-www-form-urlencoded"):
+        other = json.dumps(trade_body(f"T-{declared}", profit="1.00")).encode()
+        refused = client.post(path, content=other, headers={**PLATFORM, "Content-Type": declared})
+        error = assert_error(refused, 422, "invalid_input")
+        assert "Content-Type: application/json" in error["message"]
+    _, events = stored(client, account_id)
+    assert [event["type"] for event in events].count("TradeClosed") == 1
+
+
 def test_who_is_asking_is_answered_before_whether_the_body_is_json(
     client: TestClient, quiet_account: str
 ) -> None:
