@@ -501,8 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="build a realistic demo firm (traders, trades, payouts) in an empty store"
     )
-    demo.add_argument("--traders", type=_positive, default=500, help="traders who buy challenges")
-    demo.add_argument("--days", type=_positive, default=60, help="calendar days of history")
+    demo.add_argument("--traders", type=int, default=500, help="traders who buy challenges")
+    demo.add_argument("--days", type=int, default=60, help="calendar days of history")
     demo.add_argument("--seed", type=int, default=7, help="the same seed builds the same firm")
     demo.add_argument(
         "--until", default=None, help="end of the history: a date or RFC 3339 instant (now)"

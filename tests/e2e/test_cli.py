@@ -237,7 +237,6 @@ def test_an_unwritable_output_and_an_inverted_period_are_plain_errors(tmp_path: 
         ("serve", "--workers", "0"),
         ("project", "--batch-size", "0"),
         ("project", "--poll-interval", "-1"),
-        ("demo", "--traders", "0"),
     ],
     ids=lambda words: "-".join(words),
 )
