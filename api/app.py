@@ -556,6 +556,20 @@ def parse_period(value: str | None, field: str, *, end: bool = False) -> datetim
     return query_instant(value, field)
 
 
+def parse_range(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
+    """`from` and `to` together; a `to` before the `from` is refused (422), not answered
+    with an empty report that looks like a quiet period."""
+    since, until = parse_period(start, "from"), parse_period(end, "to", end=True)
+    if since is not None and until is not None and until < since:
+        raise ApiError(
+            422,
+            "invalid_period",
+            f"'to' ({end}) is before 'from' ({start})",
+            {"from": start, "to": end},
+        )
+    return since, until
+
+
 def parse_as_of(value: str) -> datetime:
     """`as_of`: an RFC 3339 instant, or a date meaning as that UTC day closed (everything
     recorded on it included: its last microsecond)."""
@@ -627,12 +641,13 @@ def _payout_routes(app: FastAPI) -> None:
         after: Annotated[str | None, Query(max_length=120)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAYOUTS_PAGE)] = MAX_PAYOUTS_PAGE,
     ) -> JSONResponse:
+        since, until = parse_range(from_, to)
         position = _wait_for_projections(request)
         rows = list_payouts(
             request.app.state.reports_db,
             status=status,
-            requested_from=parse_period(from_, "from"),
-            requested_to=parse_period(to, "to", end=True),
+            requested_from=since,
+            requested_to=until,
             after=after,
             limit=limit,
         )
@@ -663,12 +678,10 @@ def _payout_routes(app: FastAPI) -> None:
         format: Annotated[Literal["json", "csv"], Query()] = "json",
         as_of: Annotated[str | None, Query(max_length=40)] = None,
     ) -> Response:
+        since, until = parse_range(from_, to)
         position = _wait_for_projections(request)
         report = payout_report(
-            request.app.state.reports_db,
-            parse_period(from_, "from"),
-            parse_period(to, "to", end=True),
-            parse_as_of(as_of) if as_of else None,
+            request.app.state.reports_db, since, until, parse_as_of(as_of) if as_of else None
         )
         if format == "csv":
             return Response(
@@ -690,12 +703,10 @@ def _payout_routes(app: FastAPI) -> None:
         to: Annotated[str | None, Query(max_length=40)] = None,
         as_of: Annotated[str | None, Query(max_length=40)] = None,
     ) -> JSONResponse:
+        since, until = parse_range(from_, to)
         position = _wait_for_projections(request)
         rows = profit_splits(
-            request.app.state.reports_db,
-            parse_period(from_, "from"),
-            parse_period(to, "to", end=True),
-            parse_as_of(as_of) if as_of else None,
+            request.app.state.reports_db, since, until, parse_as_of(as_of) if as_of else None
         )
         return JSONResponse(
             {"from": with_plus(from_), "to": with_plus(to), "as_of": with_plus(as_of)}
@@ -721,7 +732,6 @@ def _audit_routes(app: FastAPI) -> None:
         from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
         to: Annotated[str | None, Query(max_length=40)] = None,
     ) -> JSONResponse:
-        start = parse_period(from_, "from")
-        end = parse_period(to, "to", end=True)
+        start, end = parse_range(from_, to)
         report = period_report(request.app.state.reports_db, start, end)
         return JSONResponse({"from": with_plus(from_), "to": with_plus(to), **report})

@@ -816,6 +816,18 @@ def test_a_date_period_of_the_report_includes_the_whole_to_day(
     assert payout["payout_id"] not in ids({"from": yesterday, "to": yesterday})
 
 
+@pytest.mark.parametrize(
+    "path", ["/v1/reports/payouts", "/v1/reports/profit-splits", "/v1/payouts"]
+)
+def test_a_period_whose_to_is_before_its_from_is_refused(client: TestClient, path: str) -> None:
+    params = {"from": "2026-12-08", "to": "2026-12-01"}
+    error = error_of(client.get(path, params=params, headers=FINANCE), 422, "invalid_period")
+    assert error["details"] == params
+    # One day, given as a date both ways, is a period (the whole day).
+    same = {"from": "2026-12-01", "to": "2026-12-01"}
+    assert client.get(path, params=same, headers=FINANCE).status_code == 200
+
+
 def sums(lines: list[dict[str, Any]], side: str) -> dict[str, Decimal]:
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for line in lines:
