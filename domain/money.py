@@ -157,9 +157,9 @@ class Money:
         return cls(Decimal(0), currency)
 
     @classmethod
-    def rounded(cls, amount: Decimal, currency: str) -> Money:
-        """Money from a derived amount, rounded half-even to the minor unit."""
-        return cls(amount.quantize(_quantum(currency), rounding=ROUND_HALF_EVEN), currency)
+    def rounded(cls, amount: Decimal, currency: str, rounding: str = ROUND_HALF_EVEN) -> Money:
+        """Money from a derived amount, rounded to the minor unit (half-even unless told)."""
+        return cls(amount.quantize(_quantum(currency), rounding=rounding), currency)
 
     @classmethod
     def from_minor_units(cls, minor_units: int, currency: str) -> Money:
@@ -206,12 +206,14 @@ class Money:
         self._check(other)
         return self.amount >= other.amount
 
-    def percent(self, pct: Decimal) -> Money:
-        """`pct` percent of this amount, rounded half-even to the minor unit."""
+    def percent(self, pct: Decimal, rounding: str = ROUND_HALF_EVEN) -> Money:
+        """`pct` percent of this amount, rounded to the minor unit (half-even unless told)."""
         if type(pct) is not Decimal:  # keyed by value, a float or int would hit a Decimal
-            return Money.rounded(self.amount * pct / 100, self.currency)
+            return Money.rounded(self.amount * pct / 100, self.currency, rounding)
         # Signs are part of the key: -0 equals 0 but prints "-0.00".
-        return _percent(self.amount, self.currency, pct, self.amount.is_signed(), pct.is_signed())
+        return _percent(
+            self.amount, self.currency, pct, rounding, self.amount.is_signed(), pct.is_signed()
+        )
 
     def max(self, other: Money) -> Money:
         return other if other > self else self
@@ -229,12 +231,17 @@ class Money:
 
 @lru_cache(maxsize=4096)
 def _percent(
-    amount: Decimal, currency: str, pct: Decimal, _amount_signed: bool, _pct_signed: bool
+    amount: Decimal,
+    currency: str,
+    pct: Decimal,
+    rounding: str,
+    _amount_signed: bool,
+    _pct_signed: bool,
 ) -> Money:
     """Remembered: the rules take the same few percentages of an account's initial
     balance (its floors, its target) on every trade. The result depends only on the
     values (Money is immutable), so a remembered one is the one that would be computed."""
-    return Money.rounded(amount * pct / 100, currency)
+    return Money.rounded(amount * pct / 100, currency, rounding)
 
 
 _EXACT_BOUND = Decimal(10) ** 20

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -84,6 +84,9 @@ class AccountState:
     last_mark_at: datetime | None
     # Net P&L per trading day (the day each trade closed on).
     daily_pnl: dict[date, Decimal] = field(default_factory=dict)
+    # When the mark behind `day_start_equity` was taken (None: no mark, or a snapshot taken
+    # before this was kept); a late mark taken after it, still before the day, replaces it.
+    day_start_equity_at: datetime | None = None
 
     @property
     def currency(self) -> str:
@@ -129,6 +132,7 @@ class AccountState:
             "last_mark_value": amount(self.last_mark_value),
             "last_mark_at": self.last_mark_at,
             "daily_pnl": [[day.isoformat(), pnl] for day, pnl in sorted(self.daily_pnl.items())],
+            "day_start_equity_at": self.day_start_equity_at,
         }
 
     @classmethod
@@ -153,13 +157,14 @@ class AccountState:
             last_mark_value=money(data["last_mark_value"]),
             last_mark_at=data["last_mark_at"],
             daily_pnl={date.fromisoformat(day): Decimal(pnl) for day, pnl in data["daily_pnl"]},
+            day_start_equity_at=data.get("day_start_equity_at"),
         )
 
     def daily_loss_floor(self, rules: StageRules) -> Money:
         base = self.day_start_balance
         if rules.daily_loss_base == "balance_or_equity" and self.day_start_equity is not None:
             base = base.max(self.day_start_equity)
-        return base - self.initial_balance.percent(rules.max_daily_loss_pct)
+        return base - loss_allowance(self.initial_balance, rules.max_daily_loss_pct)
 
 
 def opening_state(initial_balance: Money, rules: StageRules) -> AccountState:
@@ -179,10 +184,18 @@ def opening_state(initial_balance: Money, rules: StageRules) -> AccountState:
     )
 
 
+def loss_allowance(initial_balance: Money, pct: Decimal) -> Money:
+    """`pct` of B0 a floor sits below its base, rounded down to the minor unit: the floor
+    is then the exact one rounded up, and a balance at the minor unit is strictly below
+    the shown floor exactly when it is strictly below B0's exact percentage (JPY 1,000,015
+    at 5 %: 50,000.75 allowed, 50,000 shown; a loss of 50,001 breaches)."""
+    return initial_balance.percent(pct, ROUND_FLOOR)
+
+
 def _max_loss_floor(
     initial_balance: Money, high_water_mark: Money, previous: Money | None, rules: StageRules
 ) -> Money:
-    allowance = initial_balance.percent(rules.max_loss_pct)
+    allowance = loss_allowance(initial_balance, rules.max_loss_pct)
     if rules.max_loss_mode == "static":
         return initial_balance - allowance
     # Trailing floors never fall, and stop rising once they reach the initial balance.
@@ -207,6 +220,7 @@ def _roll_day(state: AccountState, day: date, rules: StageRules) -> AccountState
         # Every mark seen so far is older than this new day: the newest is "the last
         # equity mark before the day began".
         day_start_equity=state.last_mark_value,
+        day_start_equity_at=state.last_mark_at,
         high_water_mark=high_water_mark,
         max_loss_floor=_max_loss_floor(
             state.initial_balance, high_water_mark, state.max_loss_floor, rules
@@ -220,6 +234,12 @@ def after_trade(
     day = calendar.day_of(closed_at)
     state = _roll_day(state, day, rules)
     balance = state.balance + net
+    day_start_balance = state.day_start_balance
+    if state.current_day is not None and day < state.current_day:
+        # A late trade closed before the current day began: the day start balance is the
+        # balance after every such trade, so it moves with it, and the trade is judged
+        # against the current day without counting as the current day's loss.
+        day_start_balance = day_start_balance + net
     daily_pnl = dict(state.daily_pnl)
     daily_pnl[day] = daily_pnl.get(day, Decimal(0)) + net.amount
     high_water_mark = state.high_water_mark
@@ -238,22 +258,31 @@ def after_trade(
         max_loss_floor=_max_loss_floor(
             state.initial_balance, high_water_mark, state.max_loss_floor, rules
         ),
-        day_start_balance=state.day_start_balance,
+        day_start_balance=day_start_balance,
         day_start_equity=state.day_start_equity,
         current_day=state.current_day,
         last_trade_at=last_trade_at,
         last_mark_value=state.last_mark_value,
         last_mark_at=state.last_mark_at,
         daily_pnl=daily_pnl,
+        day_start_equity_at=state.day_start_equity_at,
     )
 
 
 def after_equity_mark(
     state: AccountState, rules: StageRules, calendar: Calendar, value: Money, at: datetime
 ) -> AccountState:
-    state = _roll_day(state, calendar.day_of(at), rules)
+    day = calendar.day_of(at)
+    state = _roll_day(state, day, rules)
     if state.last_mark_at is None or at >= state.last_mark_at:
         state = replace(state, last_mark_value=value, last_mark_at=at)
+    if state.current_day is not None and day < state.current_day:
+        # A late mark taken before the current day began, after the one the day started
+        # from, is now "the last equity mark before the day began". (An older snapshot does
+        # not say when its mark was taken: then the day keeps its mark.)
+        known = state.day_start_equity_at
+        if (known is None and state.day_start_equity is None) or (known is not None and at > known):
+            state = replace(state, day_start_equity=value, day_start_equity_at=at)
     high_water_mark = state.high_water_mark
     if rules.max_loss_mode != "trailing_eod":
         high_water_mark = high_water_mark.max(value)
@@ -300,7 +329,10 @@ def consistency_holds(state: AccountState, max_day_pct: Decimal | None) -> bool:
 def profit_target(state: AccountState, rules: StageRules) -> Money | None:
     if rules.profit_target_pct is None:
         return None
-    return state.initial_balance + state.initial_balance.percent(rules.profit_target_pct)
+    # The gain rounded up: a balance at the minor unit reaches the shown target exactly
+    # when it reaches B0 x (1 + pct).
+    gain = state.initial_balance.percent(rules.profit_target_pct, ROUND_CEILING)
+    return state.initial_balance + gain
 
 
 def has_passed(state: AccountState, rules: StageRules) -> bool:

@@ -200,7 +200,7 @@ def test_after_trade_spells_out_every_field_of_the_state() -> None:
 
     from domain.rules import AccountState
 
-    assert len(dataclasses.fields(AccountState)) == 12
+    assert len(dataclasses.fields(AccountState)) == 13
 
 
 @settings(max_examples=300, deadline=None)

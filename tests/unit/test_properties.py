@@ -96,21 +96,26 @@ def test_the_balance_is_b0_plus_the_sum_of_net_pnl_for_any_trades(
 def test_the_first_breach_is_where_a_hand_model_of_the_floors_says(
     trades: list[tuple[int, int, int, int]], in_order: bool
 ) -> None:
-    """A model in integer cents: the day start balance is the balance when a later day's
-    first trade arrives (late trades are applied at arrival, rules.py's documented choice);
-    a breach is the first balance strictly below max(daily, static), naming the higher
-    floor and `max_loss` on a tie."""
+    """A model in integer cents, from DESIGN.md's definitions: the day start balance is B0
+    plus the net of every trade recorded so far that closed before the current day (the day
+    of the newest trade) began, late ones included; a breach is the first balance, after
+    a trade's arrival, strictly below max(daily, static), naming the higher floor and
+    `max_loss` on a tie."""
     trades = arrange(trades, in_order)
     account = open_account("funded")
     feed(account, trades)
 
-    balance, day_start, current_day = B0_CENTS, B0_CENTS, None
+    balance, current_day = B0_CENTS, None
+    seen: list[tuple[object, int]] = []  # (day, net) of the trades recorded so far
     expected = None
     for profit, commission, swap, minute in trades:
         day = prague_date(minute)
         if current_day is None or day > current_day:
-            current_day, day_start = day, balance
-        balance += profit + commission + swap
+            current_day = day
+        net = profit + commission + swap
+        seen.append((day, net))
+        balance += net
+        day_start = B0_CENTS + sum(n for d, n in seen if d < current_day)
         daily_floor, static_floor = day_start - 500_000, 9_000_000
         if expected is None and balance < max(daily_floor, static_floor):
             if balance < static_floor and static_floor >= daily_floor:

@@ -10,11 +10,24 @@ All numbers are computed by hand in the comments.
 from __future__ import annotations
 
 from decimal import Decimal
+from uuid import uuid4
 
 import pytest
 
+from domain.account import TradingAccount
+from domain.program import ProgramDefinition
 from domain.rules import BREACHED, PASSED
-from tests.unit.builders import close, mark, open_account, parse_instant, usd
+from domain.trade import Trade
+from tests.unit.builders import (
+    close,
+    mark,
+    open_account,
+    parse_instant,
+    program_dict,
+    replay,
+    trade_data,
+    usd,
+)
 
 # Daily loss is judged on the Prague day ---------------------------------------------------
 
@@ -482,24 +495,119 @@ def test_consistency_is_not_required_when_the_program_sets_none() -> None:
     assert account.board()["status"] == PASSED
 
 
+def test_a_late_mark_from_before_the_day_becomes_the_days_equity_base() -> None:
+    account = open_account(daily_loss_base="balance_or_equity")
+    mark(account, "101000.00", "2026-01-05T09:00:00Z")
+    mark(account, "100500.00", "2026-01-06T08:00:00Z")  # 01-06 starts: base 101000.00
+    assert account.board()["daily_loss_floor"] == usd("96000.00")
+    # Taken on 01-05 after the first mark, reported late: now "the last equity mark
+    # before the day began".
+    mark(account, "106000.00", "2026-01-05T19:00:00Z")
+    assert account.board()["daily_loss_floor"] == usd("101000.00")
+    # An even later report of an older mark changes nothing, nor does one from today.
+    mark(account, "102000.00", "2026-01-05T12:00:00Z")
+    mark(account, "120000.00", "2026-01-06T09:00:00Z")
+    assert account.board()["daily_loss_floor"] == usd("101000.00")
+    assert account.board()["status"] == "active"
+    # The state rebuilt from its events says the same.
+    assert replay(account).board()["daily_loss_floor"] == usd("101000.00")
+
+
+def _odd_account(currency: str, initial: str, fee: str) -> TradingAccount:
+    body = program_dict(min_trading_days=0)
+    body.update(
+        currency=currency, initial_balance=initial, fee={"amount": fee, "currency": currency}
+    )
+    return TradingAccount.open(
+        account_id=uuid4(),
+        trader_id="trader-odd",
+        program=ProgramDefinition.parse(body),
+        program_version=1,
+        stage="phase-1",
+    )
+
+
+def _close_in(account: TradingAccount, trade_id: str, closed_at: str, profit: str) -> None:
+    data = trade_data(trade_id, closed_at, profit, commission="0", swap="0")
+    account.close_trade(Trade.parse(data, account.currency))
+
+
+def test_floors_are_exact_percentages_of_b0_rounded_up_to_the_minor_unit() -> None:
+    """5 % of JPY 1,000,015 is 50,000.75: the exact daily floor is 950,014.25, so 950,014
+    is strictly below it. The shown floor is rounded up (950,015), which gives the same
+    verdict for every balance at the minor unit."""
+    account = _odd_account("JPY", "1000015", "5000")
+    board = account.board()
+    assert (board["daily_loss_floor"], board["max_loss_floor"]) == (
+        Decimal("950015"),  # 1000015 - floor(50000.75)
+        Decimal("900014"),  # 1000015 - floor(100001.5)
+    )
+    _close_in(account, "t1", "2026-01-05T10:00:00Z", "-50000")  # 950015: on the floor
+    assert account.board()["status"] == "active"
+    _close_in(account, "t2", "2026-01-05T11:00:00Z", "-1")  # 950014 < 950014.25
+    breach = account.board()["breach"]
+    assert (breach["rule"], breach["value"], breach["floor"]) == (
+        "max_daily_loss",
+        Decimal("950014"),
+        Decimal("950015"),
+    )
+
+    kwd = _odd_account("KWD", "12345.671", "50.000")
+    _close_in(kwd, "t1", "2026-01-05T10:00:00Z", "-617.284")  # 11728.387 < 11728.38745
+    assert kwd.board()["status"] == BREACHED
+    assert kwd.board()["breach"]["floor"] == Decimal("11728.388")
+
+
+def test_the_profit_target_is_b0_times_one_plus_the_percentage_rounded_up() -> None:
+    """10 % of JPY 1,000,005 is 100,000.5: the target is 1,100,005.5, so 1,100,005 has not
+    reached it and 1,100,006 has."""
+    account = _odd_account("JPY", "1000005", "5000")
+    _close_in(account, "t1", "2026-01-05T10:00:00Z", "100000")  # 1100005
+    assert account.board()["status"] == "active"
+    _close_in(account, "t2", "2026-01-05T11:00:00Z", "1")  # 1100006
+    assert account.board()["status"] == PASSED
+
+
 # Late trades -----------------------------------------------------------------------------
 
 
-def test_a_late_trade_counts_towards_the_current_days_daily_loss() -> None:
+def test_a_late_trade_moves_the_day_start_balance_not_the_current_days_loss() -> None:
     account = open_account()
     close(account, "t1", "2026-01-05T10:00:00Z", "1000.00")  # 101000.00
     close(account, "t2", "2026-01-06T10:00:00Z", "-1000.00")  # 100000.00, floor 96000.00
     # Closed on Sunday 01-04, before the current day (01-06) began; applied at arrival.
+    # DESIGN.md: the day start balance is the balance after every trade that closed
+    # before the current day began: 100000.00 + 1000.00 - 4000.01 = 96999.99.
     close(account, "late", "2026-01-04T10:00:00Z", "-4000.01")  # 95999.99
     board = account.board()
     assert board["current_day"] == "2026-01-06"
-    assert board["day_start_balance"] == usd("101000.00")
+    assert board["day_start_balance"] == usd("96999.99")
+    assert board["daily_loss_floor"] == usd("91999.99")
     assert board["balance"] == usd("95999.99")
+    assert board["status"] == "active"  # today's loss is still t2's 1000.00
+    assert board["trading_days"] == 3  # 01-04, 01-05, 01-06
+    # Judged against the current day: 4000.00 more lost today is on the floor, a cent
+    # more is through it.
+    close(account, "t3", "2026-01-06T11:00:00Z", "-4000.00")  # 91999.99: on the floor
+    assert account.board()["status"] == "active"
+    close(account, "t4", "2026-01-06T12:00:00Z", "-0.01")  # 91999.98
+    board = account.board()
     assert board["status"] == BREACHED
     assert board["breach"]["rule"] == "max_daily_loss"
-    assert board["breach"]["floor"] == usd("96000.00")
-    assert board["breach"]["value"] == usd("95999.99")
-    assert board["trading_days"] == 3  # 01-04, 01-05, 01-06
+    assert board["breach"]["floor"] == usd("91999.99")
+
+
+def test_a_late_trade_is_judged_against_the_current_floors() -> None:
+    account = open_account()
+    close(account, "t1", "2026-01-06T10:00:00Z", "-500.00")  # 99500.00
+    # A late loss of 9500.01 from 01-05: the day start moves with it (90500.00, so the
+    # daily floor is 85500.00), but the balance 89999.99 is below the static 90000.00.
+    close(account, "late", "2026-01-05T10:00:00Z", "-9500.01")
+    board = account.board()
+    assert board["status"] == BREACHED
+    assert board["breach"]["rule"] == "max_loss"
+    assert board["breach"]["value"] == usd("89999.99")
+    assert board["breach"]["at"] == parse_instant("2026-01-05T10:00:00Z")
 
 
 def test_a_late_trade_on_its_own_day_counts_as_a_trading_day_without_rolling_back() -> None:
@@ -510,8 +618,8 @@ def test_a_late_trade_on_its_own_day_counts_as_a_trading_day_without_rolling_bac
     assert board["trading_days"] == 2
     assert board["current_day"] == "2026-01-07"
     assert board["balance"] == usd("97100.00")
-    assert board["day_start_balance"] == usd("100000.00")
-    assert board["daily_loss_floor"] == usd("95000.00")
+    assert board["day_start_balance"] == usd("97000.00")  # the late trade closed before 01-07
+    assert board["daily_loss_floor"] == usd("92000.00")
     assert board["status"] == "active"
 
 
