@@ -10,13 +10,14 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from domain.errors import InvalidInput
 from domain.money import Money, minor_unit_exponent
 from domain.payout import Payout
-from projections.journal import instant_text
+from projections.journal import TIME_FORMAT, instant_text
 from projections.store import Cursor, Database, select_by_keys, upsert
 
 _TOPIC_PREFIX = f"{Payout.__module__}:{Payout.__qualname__}."
@@ -120,6 +121,15 @@ def minor_text(minor: int, exponent: int) -> str:
     return f"{sign}{digits[:-exponent]}.{digits[-exponent:]}"
 
 
+def _instant(text: str | None) -> str | None:
+    """A stored instant (fixed-width UTC text, for ordering) as the API writes instants
+    everywhere else (`datetime.isoformat`), so a payout's times read the same in its own
+    reply, in the list and in the reports."""
+    if text is None:
+        return None
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC).isoformat()
+
+
 def shape(row: dict[str, Any]) -> dict[str, Any]:
     """A payout row with the payout fields of DESIGN.md (amounts as decimal strings)."""
     currency = row["currency"]
@@ -146,13 +156,13 @@ def shape(row: dict[str, Any]) -> dict[str, Any]:
         "total": totals[currency],
         "totals": [{"currency": c, "amount": amount} for c, amount in sorted(totals.items())],
         "requested_by": row["requested_by"],
-        "requested_at": row["requested_at"],
+        "requested_at": _instant(row["requested_at"]),
         "approved_by": row["approved_by"],
-        "approved_at": row["approved_at"],
+        "approved_at": _instant(row["approved_at"]),
         "rejected_by": row["rejected_by"],
         "rejection_reason": row["rejection_reason"],
         "paid_reference": row["paid_reference"],
-        "paid_at": row["paid_at"],
+        "paid_at": _instant(row["paid_at"]),
     }
 
 
@@ -179,8 +189,14 @@ def list_payouts(
         params.append(instant_text(requested_to))
     if after:
         at, _, payout_id = after.partition("|")
+        try:  # the cursor holds the row's requested_at as the API wrote it
+            stored = instant_text(datetime.fromisoformat(at))
+        except ValueError:
+            raise InvalidInput(
+                "after must be the next_after of a previous page", code="invalid_cursor"
+            ) from None
         clauses.append("(requested_at > ? OR (requested_at = ? AND payout_id > ?))")
-        params.extend([at, at, payout_id])
+        params.extend([stored, stored, payout_id])
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = database.query(
         f"SELECT {', '.join(COLUMNS)} FROM payout_board {where} "

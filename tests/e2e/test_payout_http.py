@@ -407,6 +407,26 @@ def test_only_an_approver_may_approve(client: TestClient, program_id: str) -> No
         error_of(refused, 403, "forbidden")
 
 
+def test_a_payouts_times_read_the_same_in_its_reply_its_list_row_and_the_report(
+    client: TestClient, program_id: str
+) -> None:
+    trader_id = uid("trader-")
+    account_id = funded_account(client, program_id, trader_id)
+    payout = request_payout(client, account_id, trader_headers(trader_id))
+    approved = approve(client, payout["payout_id"])
+    paid = client.post(
+        f"/v1/payouts/{payout['payout_id']}/paid", json={"reference": "WIRE-1"}, headers=FINANCE
+    ).json()
+    listed = client.get("/v1/payouts", params={"status": "paid"}, headers=FINANCE).json()
+    (row,) = [r for r in listed["payouts"] if r["payout_id"] == payout["payout_id"]]
+    report = client.get("/v1/reports/payouts", headers=FINANCE).json()
+    (reported,) = [r for r in report["rows"] if r["payout_id"] == payout["payout_id"]]
+    for field in ("requested_at", "approved_at", "paid_at"):
+        assert row[field] == reported[field] == paid[field], field
+    assert row["requested_at"] == payout["requested_at"]
+    assert row["approved_at"] == approved["approved_at"]
+
+
 def test_another_approver_approves_and_the_profit_leaves_the_balance_but_not_the_floors(
     client: TestClient, program_id: str
 ) -> None:
