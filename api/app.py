@@ -272,6 +272,10 @@ def _routes(app: FastAPI) -> None:
             {"status": "ok", "store": "ok", "position": position, "projections": projections}
         )
 
+    # HEAD too (the same checks, no body sent): load balancers and uptime checkers often
+    # probe with it.
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+
     @app.post("/v1/programs", tags=["programs"], status_code=201)
     def define_program(body: dict[str, Any], request: Request, principal: Admin) -> JSONResponse:
         program, changed, position = _ledger(request).define_program(body, principal.sub)

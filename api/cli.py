@@ -19,11 +19,27 @@ from typing import Any
 from ledger.config import Settings, sqlite_path
 
 
+class ConfigurationError(Exception):
+    """The service cannot start as configured (its settings, its address): said in one
+    line naming the command, exit status 1."""
+
+
 def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    from ledger.config import hide_password
+
     try:
         return Settings()
+    except ValidationError as error:
+        problems = [
+            f"{'.'.join(str(part) for part in item['loc']).upper()}: {item['msg']}"
+            for item in error.errors(include_url=False, include_input=False)
+        ]
+        message = hide_password("; ".join(problems))
+        raise ConfigurationError(f"invalid configuration: {message}") from None
     except Exception as error:
-        raise SystemExit(f"propledger: invalid configuration: {error}") from None
+        raise ConfigurationError(f"invalid configuration: {hide_password(str(error))}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -36,7 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings.jwt_secret()
     except ValueError as error:
-        raise SystemExit(f"propledger: {error}") from None
+        raise ConfigurationError(f"invalid configuration: {error}") from None
+    _check_can_listen(args.host, args.port)
     applied = migrate(settings.database_url)
     if applied:
         print(f"propledger: applied migrations {', '.join(applied)}", file=sys.stderr)
@@ -65,6 +82,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         uvicorn.run(create_app(settings), **options)
     return 0
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Binds the address once before anything is printed or migrated, so a port already in
+    use (or a host that is not this machine's) is one plain error, not a "serving on" line
+    followed by the server's own failure."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {error}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port}: {error.strerror or error}"
+            ) from None
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -595,30 +633,28 @@ def _plain_error(error: BaseException) -> str | None:
 
 def _shown_url() -> str:
     """The configured database URL with any password hidden."""
-    from urllib.parse import urlsplit, urlunsplit
+    from ledger.config import hide_password
 
     try:
-        url = _settings().database_url
-    except SystemExit:
+        return hide_password(_settings().database_url)
+    except ConfigurationError:
         return "?"
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
+    words = [args.command, getattr(args, args.command, None)]  # `report payouts`
+    label = " ".join(word for word in words if isinstance(word, str))
     try:
         result: int = args.run(args)
+    except ConfigurationError as error:
+        print(f"propledger {label}: {error}", file=sys.stderr)
+        return 1
     except Exception as error:
         message = _plain_error(error)
         if message is None:
             raise
-        words = [args.command, getattr(args, args.command, None)]  # `report payouts`
-        label = " ".join(word for word in words if isinstance(word, str))
         print(f"propledger {label}: {message}", file=sys.stderr)
         return 1
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,7 @@ logger = logging.getLogger("propledger")
 DEFAULT_DATABASE_URL = "sqlite:///./var/propledger.db"
 MIN_SECRET_BYTES = 32
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "please-change-me"}
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")  # scheme://user:PASSWORD@host
 
 
 class Settings(BaseSettings):
@@ -119,7 +121,14 @@ def database_url_to_env(url: str) -> dict[str, str]:
             "CREATE_TABLE": "n",
             "APPLICATION_RECORDER_TOPIC": "ledger.chain:ChainedPostgresApplicationRecorder",
         }
-    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+    raise ValueError(
+        f"unsupported database URL {hide_password(url)!r}: use sqlite:///PATH or postgresql://..."
+    )
+
+
+def hide_password(url: str) -> str:
+    """`url` with the password of its user part (if any) written as ***."""
+    return _PASSWORD.sub(r"\1***@", url)
 
 
 def sqlite_path(url: str) -> str | None:

@@ -153,10 +153,29 @@ def test_migrate_applies_the_migrations_to_a_fresh_postgres_database_then_is_up_
 
 
 def test_migrate_with_a_bad_database_url_fails_with_a_plain_error(tmp_path: Path) -> None:
-    done = run_cli("migrate", cwd=tmp_path, env={"PROPLEDGER_DATABASE_URL": "mysql://x/y"})
-    assert done.returncode != 0
-    assert "invalid configuration" in done.stderr
+    env = {"PROPLEDGER_DATABASE_URL": "mysql://bridge:hunter2@db/ledger"}
+    done = run_cli("migrate", cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert done.stderr.startswith("propledger migrate: invalid configuration: ")
+    assert "unsupported database URL 'mysql://bridge:***@db/ledger'" in done.stderr
+    assert "hunter2" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
+
+
+def test_serve_on_a_port_in_use_is_one_plain_line_before_anything_runs(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(tmp_path / "store.db")}
+        done = run_cli("serve", "--port", str(port), cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert f"propledger serve: cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "serving on" not in done.stderr
+    assert not (tmp_path / "store.db").exists()  # nothing migrated either
 
 
 # plain errors ---------------------------------------------------------------------------

@@ -994,6 +994,23 @@ def test_a_batch_needs_the_platform_role(client: TestClient, program_id: str) ->
 # Health -------------------------------------------------------------------------------
 
 
+def test_health_answers_head_and_the_openapi_document_declares_the_bearer_scheme(
+    client: TestClient,
+) -> None:
+    head = client.head("/health")
+    assert head.status_code == 200
+    assert head.content == b""
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    assert spec["paths"]["/v1/programs"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in spec["paths"]["/health"]["get"]
+    assert "security" not in spec["paths"]["/v1/webhooks/stripe"]["post"]
+
+
 def test_health_reports_the_log_position(client: TestClient, program_id: str) -> None:
     reply = open_account(client, program_id)
     response = client.get("/health")
