@@ -19,6 +19,7 @@ from domain.money import Money
 from projections.store import Cursor, Database
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_MAX_POSITION = 2**63 - 1  # the largest bigint / SQLite INTEGER
 
 
 def instant_text(moment: datetime) -> str:
@@ -149,8 +150,11 @@ def entry_lines(
         params.extend([code, under])
     if after:
         position, _, line_no = after.partition(".")
+        # Past the largest position a store can hold is past the end: an empty page, not
+        # an integer the database cannot take.
+        at, line = min(int(position), _MAX_POSITION), min(int(line_no or 0), _MAX_POSITION)
         clauses.append("(e.position > ? OR (e.position = ? AND l.line_no > ?))")
-        params.extend([int(position), int(position), int(line_no or 0)])
+        params.extend([at, at, line])
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = database.query(
         "SELECT e.entry_id, e.position, e.booked_at, e.event_type, e.stream_id, "
