@@ -2,13 +2,20 @@
 
 Nothing here reads a clock or stores anything. `TradingAccount` calls these functions
 both when it decides (a command) and when it replays (applying a recorded event), so a
-replay reproduces every number exactly.
+replay reproduces every number exactly (with the rules of the code that replays: when they
+change, a migration drops the account snapshots, which cache their result).
 
 Definitions are DESIGN.md's. The choices DESIGN.md leaves open, made here:
-- A late trade (closed before the current day began) moves the balance at arrival and
-  counts towards the current day's loss: the day start balance is the balance at the moment
-  the current day began, as the ledger knew it then. Its P&L still belongs to its own
-  trading day for the trading-day count and for consistency.
+- A late trade (closed before the current day began) moves the balance at arrival and is
+  judged then against the current floors; it also moves the day start balance ("the
+  balance after every trade that closed before the current day began"), so it is not the
+  current day's loss. Its P&L belongs to its own trading day for the trading-day count and
+  for consistency.
+- `balance_or_equity`: a late mark taken before the day began, after the one the day
+  started from, becomes the day's equity base. It is not a trade or mark of its own, so
+  the balance is not judged again against the moved floor until the next input.
+- Loss allowances (percent of B0) are rounded down and target gains up to the minor unit:
+  the shown floors and targets then give exactly the verdicts of exact arithmetic.
 - Every equity mark is judged against the current floors, even one older than the newest
   mark; only the newest mark (by `at`) can become the account's equity.
 - `trailing_eod` raises its high-water mark with the balance at each day end, at the moment

@@ -182,3 +182,52 @@ def test_verify_checks_each_snapshot_against_a_replay_and_names_an_edited_one(ur
         assert "does not decode" in broken.findings[0].message
     finally:
         ledger.close()
+
+
+def test_the_rules_change_of_migration_8_drops_snapshots_taken_before_it(url: str) -> None:
+    """Snapshots cache what the rules derive from the events; 0008 drops the ones taken
+    under the old rules (and without the new state field) so none is loaded again."""
+    from ledger.audit import verify_snapshots
+
+    ledger, account_id = _long_account(url)
+    try:
+        # A snapshot as the old code wrote it: no day_start_equity_at.
+        def older(state: bytes) -> bytes:
+            data = json.loads(state)
+            del data["state"]["state"]["day_start_equity_at"]
+            return json.dumps(data).encode()
+
+        _edit_snapshot(url, account_id, older)
+        assert ledger.snapshots is not None
+        assert list(ledger.snapshots.get(UUID(account_id)))
+        _forget_migration(url, 8)
+        assert migrate(url) == ["0008_retake_snapshots"]
+        assert list(ledger.snapshots.get(UUID(account_id))) == []
+        assert verify_snapshots(PropLedger(url), url).ok
+        fresh = PropLedger(url)
+        try:
+            assert fresh.account(account_id).board() == full_replay(
+                ledger, UUID(account_id)
+            ).board()
+        finally:
+            fresh.close()
+    finally:
+        ledger.close()
+
+
+def _forget_migration(url: str, version: int) -> None:
+    """Marks `version` as not applied, as a store from before it would be."""
+    import sqlite3
+
+    import psycopg
+
+    from ledger.config import sqlite_path
+
+    path = sqlite_path(url)
+    connection: Any = sqlite3.connect(path) if path else psycopg.connect(url)
+    try:
+        mark = "?" if path else "%s"
+        connection.execute(f"DELETE FROM schema_migrations WHERE version = {mark}", (version,))
+        connection.commit()
+    finally:
+        connection.close()
