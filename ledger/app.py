@@ -744,8 +744,10 @@ class PropLedger(Application[UUID]):
             outcome = account.close_trade(trade, actor)
             if outcome.duplicate:
                 # Recorded before: nothing changes, and the reply is the account as it
-                # stands (an Idempotency-Key, not a trade id, replays a first answer).
-                return AccountReply(account, duplicate=True, position=None)
+                # stands in the store (this process's copy may lag another process's
+                # writes: a duplicate saves nothing, so it never collides to find out).
+                # An Idempotency-Key, not a trade id, replays a first answer.
+                return AccountReply(self.account(account_id), duplicate=True, position=None)
             return AccountReply(
                 account, duplicate=False, position=self._save(account, outcome.opened)
             )

@@ -146,15 +146,33 @@ class TradeGrouper:
                 continue
             if outcome.opened is not None:
                 to_save.append(outcome.opened)
-            # As this trade left it, or, for a duplicate, as it stands.
-            decided.append((copy.deepcopy(account), outcome.duplicate))
+            # As this trade left it; a duplicate is read back once the group is saved.
+            decided.append(_Decided(copy.deepcopy(account), outcome.duplicate))
         position = ledger._save(*to_save)
         replies: list[AccountReply | BaseException] = []
-        for item in decided:
+        for pending, item in zip(group, decided, strict=True):
             if isinstance(item, BaseException):
                 replies.append(item)
+            elif item.duplicate:
+                state = _as_stored(ledger, pending.account_id, item.account)
+                replies.append(AccountReply(state, duplicate=True, position=None))
             else:
-                state, duplicate = item
-                at = None if duplicate else position  # a duplicate saved nothing
-                replies.append(AccountReply(state, duplicate=duplicate, position=at))
+                replies.append(AccountReply(item.account, duplicate=False, position=position))
         return replies
+
+
+@dataclass
+class _Decided:
+    account: TradingAccount
+    duplicate: bool
+
+
+def _as_stored(ledger: PropLedger, account_id: str, copy_now: TradingAccount) -> TradingAccount:
+    """A duplicate's answer: the account as it stands in the store, read after this
+    group's save (another process may have written since this one last loaded it). It must
+    not fail the group, whose trades are saved: if the read fails, this process's copy
+    (current as of the group) answers."""
+    try:
+        return ledger.account(account_id)
+    except Exception:
+        return copy_now

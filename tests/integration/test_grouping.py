@@ -146,6 +146,32 @@ def test_a_collision_with_another_process_re_decides_the_group(
         other.close()
 
 
+@pytest.mark.parametrize("grouping", [*GROUPINGS, pytest.param({}, id="alone")])
+def test_a_duplicate_answers_the_account_as_stored_not_this_processs_copy(
+    url: str, grouping: dict[str, Any]
+) -> None:
+    """A duplicate saves nothing, so a stale in-process copy would never collide: its
+    reply is read from the store, with what another process wrote since."""
+    migrate(url)
+    mine = PropLedger(url, **grouping)
+    other = PropLedger(url)
+    try:
+        program = program_body(uid("dupstale-"))
+        mine.define_program(program)
+        account_id = str(mine.purchase(purchase_body(program["program_id"])).account.id)
+        first = trade_body("A-1", profit="1.00")
+        mine.post_trade(account_id, first)  # cached here at version 2
+        other.record_trade(account_id, trade_body("B-1", profit="5.00"))  # version 3
+        again = mine.post_trade(account_id, first)
+        assert again.duplicate is True
+        assert again.account.version == 3
+        assert again.account.state.balance.amount == Decimal("100006.00")
+        assert sorted(again.account.trades) == ["A-1", "B-1"]
+    finally:
+        mine.close()
+        other.close()
+
+
 def test_a_post_withdrawn_before_its_group_forms_is_never_decided(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
