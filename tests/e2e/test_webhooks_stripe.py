@@ -804,9 +804,7 @@ def test_journal_entries_filter_by_account_code_and_by_prefix(client: TestClient
     ).json()["entries"]
     assert other == []
     # A cursor past any position the store can hold is an empty page, not a 500.
-    beyond = client.get(
-        "/v1/ledger/entries", params={"after": "1" + "0" * 19}, headers=AUDITOR
-    )
+    beyond = client.get("/v1/ledger/entries", params={"after": "1" + "0" * 19}, headers=AUDITOR)
     assert beyond.status_code == 200, beyond.text
     assert beyond.json()["entries"] == []
     # A code is not a prefix of a longer code that does not continue it with ':'.

@@ -206,9 +206,9 @@ def test_the_rules_change_of_migration_8_drops_snapshots_taken_before_it(url: st
         assert verify_snapshots(PropLedger(url), url).ok
         fresh = PropLedger(url)
         try:
-            assert fresh.account(account_id).board() == full_replay(
-                ledger, UUID(account_id)
-            ).board()
+            assert (
+                fresh.account(account_id).board() == full_replay(ledger, UUID(account_id)).board()
+            )
         finally:
             fresh.close()
     finally:
