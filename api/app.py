@@ -59,7 +59,13 @@ from ledger.migrate import migrate
 from projections.board import trader_accounts
 from projections.journal import entry_lines, trial_balance
 from projections.payments import unallocated
-from projections.payouts import list_payouts, payout_report, profit_splits, report_csv
+from projections.payouts import (
+    list_payouts,
+    payout_report,
+    payouts_cursor,
+    profit_splits,
+    report_csv,
+)
 from projections.registry import default_projections
 from projections.runner import ProjectionRunner
 from projections.store import Database
@@ -655,9 +661,7 @@ def _payout_routes(app: FastAPI) -> None:
             after=after,
             limit=limit,
         )
-        next_after = (
-            f"{rows[-1]['requested_at']}|{rows[-1]['payout_id']}" if len(rows) == limit else None
-        )
+        next_after = payouts_cursor(rows[-1]) if len(rows) == limit else None
         return JSONResponse({"payouts": rows, "next_after": next_after, "position": position})
 
     @app.get(

@@ -166,6 +166,13 @@ def shape(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def payouts_cursor(row: dict[str, Any]) -> str:
+    """The `after` of the page following `row` (opaque: its request time in the stored,
+    fixed-width UTC form, which needs no URL encoding, and its id)."""
+    requested = datetime.fromisoformat(row["requested_at"])
+    return f"{instant_text(requested)}|{row['payout_id']}"
+
+
 def list_payouts(
     database: Database,
     *,
@@ -189,8 +196,8 @@ def list_payouts(
         params.append(instant_text(requested_to))
     if after:
         at, _, payout_id = after.partition("|")
-        try:  # the cursor holds the row's requested_at as the API wrote it
-            stored = instant_text(datetime.fromisoformat(at))
+        try:  # the stored form, as payouts_cursor writes it (it has no '+' to lose)
+            stored = instant_text(datetime.strptime(at, TIME_FORMAT).replace(tzinfo=UTC))
         except ValueError:
             raise InvalidInput(
                 "after must be the next_after of a previous page", code="invalid_cursor"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -640,9 +641,17 @@ def test_the_payout_list_filters_by_status_and_request_time_with_a_bounded_page(
         assert page.status_code == 200, page.text
         seen += [row["payout_id"] for row in page.json()["payouts"]]
         after = page.json()["next_after"]
+        if after is not None:
+            # The cursor survives a URL written by hand: nothing in it needs encoding.
+            assert re.fullmatch(r"[0-9A-Za-z:.|_-]+", after), after
         if not page.json()["payouts"] or after is None:
             break
     assert seen == mine
+    error_of(
+        client.get("/v1/payouts", params={"after": "yesterday|x"}, headers=FINANCE),
+        422,
+        "invalid_cursor",
+    )
 
     bad_params: list[dict[str, Any]] = [
         {"limit": 10_001},
