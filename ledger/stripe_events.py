@@ -135,15 +135,17 @@ def _checkout_completed(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact
 def _payment_intent_succeeded(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
     metadata = _metadata(obj)
     trader_id = _text(metadata.get("trader_id"))
-    if metadata.get("purpose") != "wallet_deposit":
-        # Challenge purchases are booked from their checkout session.
+    if metadata.get("purpose") != "wallet_deposit" or not trader_id:
+        # Challenge purchases are booked from their checkout session, and so is a deposit
+        # whose intent does not name its trader: booking it here as unallocated would
+        # make the result depend on which event arrives first when the session names
+        # the trader (the payment keeps its first receipt).
         return StripeFact(kind=RECORD_ONLY, **base)
     amount = obj.get("amount_received", obj.get("amount"))
     return StripeFact(
         kind=RECEIVED,
         payment_ref=_text(obj.get("id")),
-        # A deposit nobody can be matched to is kept for finance, never dropped.
-        purpose=DEPOSIT if trader_id else UNALLOCATED,
+        purpose=DEPOSIT,
         trader_id=trader_id,
         amount=_money(amount, obj.get("currency")),
         **base,

@@ -550,18 +550,34 @@ def test_an_unmatched_payment_is_listed_and_finance_allocates_it_to_a_trader_and
     assert_error(again, 409, "not_unallocated")
 
 
-def test_a_deposit_intent_naming_no_trader_is_booked_as_unallocated(
+def test_a_deposit_books_the_same_whichever_of_its_session_and_intent_comes_first(
     client: TestClient,
 ) -> None:
-    payment = sp.StripePayment(25000, "usd", {"purpose": "wallet_deposit"})
-    before = balances(client)
-    reply = delivered(client, payment.intent_succeeded())
-    assert reply["outcome"] == "unallocated"
-    assert change(before, balances(client)) == {
-        PROCESSOR: Decimal("250.00"),
-        "liabilities:unallocated USD": -Decimal("250.00"),
-    }
-    assert payment.intent in unallocated_ids(client)
+    """The session names the trader, the intent only the purpose: the deposit reaches the
+    wallet in either order (an intent that names no trader books nothing itself)."""
+    for intent_first in (True, False):
+        trader_id = uid("trader-")
+        payment = sp.StripePayment(
+            25000, "usd", {"purpose": "wallet_deposit", "trader_id": trader_id}
+        )
+        intent = sp.event(
+            "payment_intent.succeeded",
+            sp.payment_intent(
+                amount=25000,
+                currency="usd",
+                metadata={"purpose": "wallet_deposit"},
+                intent_id=payment.intent,
+            ),
+        )
+        before = balances(client)
+        events = [intent, payment.checkout_completed()]
+        for event in events if intent_first else events[::-1]:
+            delivered(client, event)
+        assert change(before, balances(client)) == {
+            PROCESSOR: Decimal("250.00"),
+            f"liabilities:trader_wallet:{trader_id} USD": -Decimal("250.00"),
+        }
+        assert payment.intent not in unallocated_ids(client)
 
 
 def test_a_completed_checkout_without_payment_status_is_taken_as_paid(
