@@ -97,6 +97,8 @@ def _check_can_listen(host: str, port: int) -> None:
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        if family == socket.AF_INET6:  # asyncio's servers listen on IPv6 alone
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
             probe.bind(address)
         except OSError as error:
@@ -202,7 +204,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
 def cmd_report_payouts(args: argparse.Namespace) -> int:
     import json
 
-    from api.app import parse_period
+    from api.app import parse_range
     from ledger.app import PropLedger
     from ledger.migrate import migrate
     from projections.payouts import payout_report, report_csv
@@ -215,10 +217,7 @@ def cmd_report_payouts(args: argparse.Namespace) -> int:
     ledger = PropLedger(settings.database_url)
     database = Database(settings.database_url)
     try:
-        start = parse_period(args.start, "from")
-        end = parse_period(args.end, "to", end=True)
-        if start is not None and end is not None and end < start:
-            raise ValueError(f"--to ({args.end}) is before --from ({args.start})")
+        start, end = parse_range(args.start, args.end)
         # The report reflects every event recorded before it was asked for.
         ProjectionRunner(ledger, database, default_projections()).catch_up()
         report = payout_report(database, start, end)

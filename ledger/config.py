@@ -17,7 +17,9 @@ logger = logging.getLogger("propledger")
 DEFAULT_DATABASE_URL = "sqlite:///./var/propledger.db"
 MIN_SECRET_BYTES = 32
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "please-change-me"}
-_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")  # scheme://user:PASSWORD@host
+# scheme://user:PASSWORD@host: the user part runs to the last '@' before the path.
+_URL_USERINFO = re.compile(r"(://[^:/@\s'\"]*):[^/\s'\"]*@")
+_PASSWORD_PARAM = re.compile(r"(password\s*=\s*)[^&\s'\"]+", re.IGNORECASE)
 
 
 class Settings(BaseSettings):
@@ -126,9 +128,12 @@ def database_url_to_env(url: str) -> dict[str, str]:
     )
 
 
-def hide_password(url: str) -> str:
-    """`url` with the password of its user part (if any) written as ***."""
-    return _PASSWORD.sub(r"\1***@", url)
+def hide_password(text: str) -> str:
+    """`text` with every password in it written as ***: a URL's (`user:PASSWORD@`, up to
+    its last '@', an unencoded '@' in the password included) and libpq's `password=...`
+    (a URL's query or a key=value DSN)."""
+    text = _URL_USERINFO.sub(lambda m: m.group(1) + ":***@", text)
+    return _PASSWORD_PARAM.sub(r"\1***", text)
 
 
 def sqlite_path(url: str) -> str | None:

@@ -245,7 +245,7 @@ def test_an_unwritable_output_and_an_inverted_period_are_plain_errors(tmp_path: 
         "report", "payouts", "--from", "2026-12-08", "--to", "2026-12-01", cwd=tmp_path, env=env
     )
     assert inverted.returncode != 0
-    assert "--to (2026-12-01) is before --from (2026-12-08)" in inverted.stderr
+    assert "'to' (2026-12-01) is before 'from' (2026-12-08)" in inverted.stderr
 
 
 @pytest.mark.parametrize(
