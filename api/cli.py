@@ -625,6 +625,9 @@ def _plain_error(error: BaseException) -> str | None:
     )
     if not isinstance(error, environment):
         return None
+    from ledger.config import hide_password
+
+    text = hide_password(text)  # a driver's message may quote the DSN
     if "no such table" in text or ("relation" in text and "does not exist" in text):
         return f"the store has no propledger tables ({text}): run `propledger migrate` first"
     return f"the database: {text} (PROPLEDGER_DATABASE_URL={_shown_url()})"
