@@ -90,7 +90,11 @@ _pl_install() {
     if [[ -z $extras && -n $have && $have == "$(_pl_hash dev)" ]]; then
         return 0
     fi
-    _pl_err "pip install -e '$spec' (pyproject.toml changed since the last install)"
+    if [[ -z $have ]]; then
+        _pl_err "pip install -e '$spec' (first install into this .venv)"
+    else
+        _pl_err "pip install -e '$spec' (pyproject.toml changed since the last install)"
+    fi
     rm -f "$PROPLEDGER_STAMP"
     log="$PROPLEDGER_VENV/.propledger-install.log"
     if ! (cd "$PROPLEDGER_ROOT" && "$PROPLEDGER_VENV/bin/python" -m pip install \
