@@ -108,8 +108,7 @@ def require(*roles: str) -> Any:
     """A dependency that admits tokens holding at least one of `roles`."""
 
     async def check(principal: CurrentPrincipal) -> Principal:  # async: no thread hop
-        if not principal.has_any(roles):
-            raise ApiError(403, "forbidden", f"this needs one of the roles: {', '.join(roles)}")
+        _require_roles(principal, roles)
         return principal
 
     check.roles = roles  # type: ignore[attr-defined]  # read by refuse_before_body
@@ -142,8 +141,12 @@ async def refuse_before_body(request: Request) -> None:
         return
     principal = await current_principal(request)
     for roles in needed:
-        if not principal.has_any(roles):
-            raise ApiError(403, "forbidden", f"this needs one of the roles: {', '.join(roles)}")
+        _require_roles(principal, roles)
+
+
+def _require_roles(principal: Principal, roles: tuple[str, ...]) -> None:
+    if not principal.has_any(roles):
+        raise ApiError(403, "forbidden", f"this needs one of the roles: {', '.join(roles)}")
 
 
 AnyRole = Annotated[Principal, require(*ROLES)]
