@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Composed, Identifier
@@ -51,6 +51,8 @@ def link(
 # The instant links are recorded at when a ledger stamps its own times (a demo store's
 # simulated business time, `PropLedger(stamp_events=True)`); None: the wall clock.
 _recorded_at: ContextVar[str | None] = ContextVar("chain_recorded_at", default=None)
+# Attempts of the insert under way in this context (see `insert_events`).
+_attempts: ContextVar[list[int] | None] = ContextVar("insert_attempts", default=None)
 
 
 def recorded_text(instant: datetime) -> str:
@@ -154,6 +156,66 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
             for count in range(1, self.SMALL_SAVE + 1)
         ]
         self._before_insert: list[bytes] | None = None  # lock and NOTIFY, as sent
+        self._select_committed_statement = SQL(
+            "SELECT e.notification_id, e.topic, e.state FROM unnest(%b::{id_type}[], "
+            "%b::bigint[]) WITH ORDINALITY AS k(originator_id, originator_version, n) "
+            "LEFT JOIN {table} e ON e.originator_id = k.originator_id "
+            "AND e.originator_version = k.originator_version ORDER BY k.n"
+        ).format(table=table, id_type=Identifier(self.datastore.originator_id_type))
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The library's insert (which tries again, up to ten times, when the connection
+        fails), recognising its own earlier attempt: a connection lost after COMMIT was
+        sent leaves the caller not knowing whether the save happened, and the next attempt
+        collides with the very rows it wrote. When an attempt failed that way and the store
+        holds this save's events byte for byte, the save happened: its positions are
+        returned, so the command answers what it did instead of deciding again (a payout
+        refused as `payout_pending` by its own request). A collision with anything else
+        still raises, and the command is retried on the store's state."""
+        attempts = [0]
+        token = _attempts.set(attempts)
+        try:
+            positions: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+            return positions
+        except IntegrityError:
+            if attempts[0] < 2 or not stored_events:
+                raise
+            earlier = self._committed_earlier(stored_events)
+            if earlier is None:
+                raise
+            return earlier
+        finally:
+            _attempts.reset(token)
+
+    def _insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        attempts = _attempts.get()
+        if attempts is not None:
+            attempts[0] += 1  # the library calls this first in every attempt
+        super()._insert_events(curs, stored_events, **kwargs)
+
+    def _committed_earlier(self, stored_events: Sequence[StoredEvent]) -> list[int] | None:
+        """The positions of `stored_events` when the store holds exactly them, else None."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                self._select_committed_statement,
+                (
+                    [event.originator_id for event in stored_events],
+                    [event.originator_version for event in stored_events],
+                ),
+            )
+            rows = curs.fetchall()
+        positions = []
+        for event, row in zip(stored_events, rows, strict=True):
+            if row["notification_id"] is None or row["topic"] != event.topic:
+                return None
+            if bytes(row["state"]) != bytes(event.state):
+                return None
+            positions.append(int(row["notification_id"]))
+        return positions
 
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
