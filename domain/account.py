@@ -9,7 +9,7 @@ an event recomputes the state with the same rules, so a replay rebuilds it exact
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -55,6 +55,11 @@ class _TradeLog:
             rows = [line.split("\t") for line in self.text.split("\n")] if self.text else []
             parsed = self._parsed = {t: (int(v), fp) for t, v, fp in rows}  # 3 fields each
         return parsed
+
+
+def mark_key(at: datetime, equity: Decimal) -> str:
+    """An equity mark's identity: its instant in UTC and its amount at the minor unit."""
+    return f"{at.astimezone(UTC).isoformat()} {equity}"
 
 
 def _trade_log_of(trades: dict[str, tuple[int, str]]) -> str:
@@ -227,6 +232,9 @@ class TradingAccount(Aggregate):
         self.last_payout_at: datetime | None = None
         # trade_id -> (account version that recorded it, content fingerprint)
         self.trades = {}
+        # Every equity mark recorded, as `mark_key`s (a dict for its order): a bridge
+        # sending an older mark again is answered as a duplicate, not judged again.
+        self.marks: dict[str, None] = {}
 
     # The trade ids an account has recorded, for spotting a trade posted again. Loaded from
     # a snapshot they stay the snapshot's text (a `_TradeLog` shared by the copies of the
@@ -276,6 +284,7 @@ class TradingAccount(Aggregate):
         own = self.__dict__.get("_trades")
         if own is not None:  # else the clone shares the unparsed snapshot text
             clone.__dict__["_trades"] = dict(own)
+        clone.marks = dict(self.marks)
         clone._pending_events = list(self._pending_events)
         memo[id(self)] = clone
         return clone
@@ -299,6 +308,7 @@ class TradingAccount(Aggregate):
             "approved_payouts": self.approved_payouts,
             "last_payout_at": self.last_payout_at,
             "trade_log": self._trade_log_text(),
+            "mark_log": "\n".join(self.marks),
             "created_on": self.created_on,
             "modified_on": self.modified_on,
         }
@@ -342,6 +352,8 @@ class TradingAccount(Aggregate):
             approved_payouts=data["approved_payouts"],
             last_payout_at=data["last_payout_at"],
         )
+        mark_log = str(data.get("mark_log") or "")
+        account.marks = dict.fromkeys(mark_log.split("\n")) if mark_log else {}
         if "trade_log" in data:
             account.__dict__.update(_trades=None, _trade_source=_TradeLog(str(data["trade_log"])))
         else:  # a snapshot taken before trade_log: the map of trade id -> [version, fp]
@@ -456,10 +468,12 @@ class TradingAccount(Aggregate):
         return TradeOutcome(version=version, duplicate=False)
 
     def mark_equity(self, equity: Money, at: datetime, actor: str | None = None) -> bool:
-        """Record an equity mark; False when it repeats the newest mark exactly."""
+        """Record an equity mark; False when it repeats a recorded one (the same instant
+        and the same equity), however many marks came since: a mark already judged is not
+        judged again against the floors of a later day."""
         if equity.currency != self.currency:
             raise InvalidInput(f"equity must be in {self.currency}", code="currency_mismatch")
-        if self.state.last_mark_at == at and self.state.last_mark_value == equity:
+        if mark_key(at, equity.amount) in self.marks:
             return False
         state = rules.after_equity_mark(self.state, self.rules, self.calendar, equity, at)
         self.trigger_event(
@@ -607,6 +621,7 @@ class TradingAccount(Aggregate):
 
     def _apply_equity_mark(self, event: TradingAccount.EquityMarked) -> None:
         equity = Money(event.equity, self.currency)
+        self.marks[mark_key(event.at, equity.amount)] = None
         self.state = rules.after_equity_mark(
             self.state, self.rules, self.calendar, equity, event.at
         )

@@ -215,6 +215,27 @@ def test_the_rules_change_of_migration_8_drops_snapshots_taken_before_it(url: st
         ledger.close()
 
 
+def test_migration_9_drops_snapshots_taken_without_the_accounts_marks(url: str) -> None:
+    """0009: snapshots now keep every equity mark (`mark_log`) so a mark sent again is
+    found; one taken before would load an account that forgot its marks."""
+    ledger, account_id = _long_account(url)
+    try:
+
+        def older(state: bytes) -> bytes:
+            data = json.loads(state)
+            del data["state"]["mark_log"]
+            return json.dumps(data).encode()
+
+        _edit_snapshot(url, account_id, older)
+        assert ledger.snapshots is not None
+        assert list(ledger.snapshots.get(UUID(account_id)))
+        _forget_migration(url, 9)
+        assert migrate(url) == ["0009_snapshots_remember_marks"]
+        assert list(ledger.snapshots.get(UUID(account_id))) == []
+    finally:
+        ledger.close()
+
+
 def _forget_migration(url: str, version: int) -> None:
     """Marks `version` as not applied, as a store from before it would be."""
     import sqlite3

@@ -289,6 +289,47 @@ def test_a_repeated_equity_mark_records_nothing() -> None:
     assert account.collect_events() == []
 
 
+def test_an_older_mark_sent_again_after_newer_ones_is_a_duplicate_not_a_breach() -> None:
+    """A bridge resends an old mark after newer ones (its first reply was lost): the mark
+    was judged when it arrived, against that day's floors; judged again against a later
+    day's floors it would breach an account that never crossed one."""
+    account = open_account()
+    assert mark(account, "96000.00", "2026-01-06T10:00:00+01:00") is True  # floor 95,000
+    assert mark(account, "101000.00", "2026-01-06T12:00:00+01:00") is True
+    close(account, "t1", "2026-01-06T13:00:00+01:00", "2000.00")
+    close(account, "t2", "2026-01-07T10:00:00+01:00", "10.00")  # day floor now 97,000
+    account.collect_events()
+    version = account.version
+    # The same mark again, written with another offset: the same instant, the same equity.
+    assert mark(account, "96000.00", "2026-01-06T09:00:00Z") is False
+    assert mark(account, "96000", "2026-01-06T10:00:00+01:00") is False
+    assert account.collect_events() == []
+    assert account.version == version
+    assert account.status == "active"
+    assert account.breach is None
+    # Another equity at the same instant is another mark (a correction), judged as such.
+    assert mark(account, "96000.01", "2026-01-06T10:00:00+01:00") is True
+    assert account.status == "breached"
+
+
+def test_the_marks_an_account_recorded_survive_a_snapshot_and_a_copy() -> None:
+    from copy import deepcopy
+
+    from domain.account import AccountSnapshot
+
+    account = open_account()
+    mark(account, "99000.00", "2026-01-05T10:00:00Z")
+    mark(account, "99500.00", "2026-01-05T11:00:00Z")
+    snapshot = AccountSnapshot.take(account)
+    restored = snapshot.mutate(None)
+    assert restored.marks == account.marks
+    assert mark(restored, "99000.00", "2026-01-05T10:00:00Z") is False
+    copy = deepcopy(account)
+    assert mark(copy, "98000.00", "2026-01-05T12:00:00Z") is True
+    assert mark(account, "98000.00", "2026-01-05T12:00:00Z") is True  # the copy's is its own
+    assert replay(account).marks == account.marks
+
+
 def test_a_trade_in_another_currency_is_refused() -> None:
     account = open_account()
     eur_trade = Trade.parse(trade_data("t1", "2026-01-05T10:00:00Z", "100.00"), "EUR")
