@@ -548,11 +548,19 @@ def _query_date(value: str, field: str) -> date | None:
     if not _DATE.match(value):
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise ApiError(
             422, "invalid_timestamp", f"{field} is not a date: {value!r}", {"field": field}
         ) from None
+    if not 1970 <= day.year <= 2999:  # as for instants (domain.trade.parse_timestamp)
+        raise ApiError(
+            422,
+            "invalid_timestamp",
+            f"{field} is out of range (years 1970 to 2999): {value!r}",
+            {"field": field},
+        )
+    return day
 
 
 def parse_period(value: str | None, field: str, *, end: bool = False) -> datetime | None:

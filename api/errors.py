@@ -133,6 +133,8 @@ def install(app: FastAPI) -> None:
                 problems,
             )
         summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems[:5])
+        if len(problems) > 5:
+            summary += f"; and {len(problems) - 5} more (see details)"
         return envelope(422, "invalid_input", summary or "invalid request", problems)
 
     @app.exception_handler(StarletteHTTPException)

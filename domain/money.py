@@ -42,7 +42,8 @@ _EXPONENT_TWO = frozenset(
 )
 
 _CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
-_AMOUNT_PATTERN = re.compile(r"^[+-]?(\d+)(\.\d+)?$")
+# ASCII digits only: `\d` and Decimal() also take other scripts' digits (Arabic-Indic...).
+_AMOUNT_PATTERN = re.compile(r"^[+-]?([0-9]+)(\.[0-9]+)?$")
 _MAX_INTEGER_DIGITS = 15  # 10^15 units: far above any real amount, far below Decimal's precision
 
 
@@ -90,17 +91,24 @@ def _parse_decimal(value: Any, field: str) -> tuple[Decimal, int]:
     if isinstance(value, Decimal):
         text = str(value)
     elif isinstance(value, str):
-        text = value.strip()
+        text = value
     else:
         raise InvalidInput(
             f'{field} must be a decimal string such as "540.00", not {type(value).__name__}',
             code="invalid_decimal",
             details={"field": field},
         )
-    match = _AMOUNT_PATTERN.match(text)
-    if match is None or len(match.group(1).lstrip("0")) > _MAX_INTEGER_DIGITS:
+    match = _AMOUNT_PATTERN.fullmatch(text)
+    if match is None:
         raise InvalidInput(
             f'{field} must be a decimal string such as "540.00", got {value!r}',
+            code="invalid_decimal",
+            details={"field": field},
+        )
+    if len(match.group(1).lstrip("0")) > _MAX_INTEGER_DIGITS:
+        raise InvalidInput(
+            f"{field} is too large: at most {_MAX_INTEGER_DIGITS} digits before the point, "
+            f"got {value!r}",
             code="invalid_decimal",
             details={"field": field},
         )

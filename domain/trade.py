@@ -56,7 +56,11 @@ def parse_timestamp(value: Any, *, field: str) -> datetime:
             details={"field": field},
         ) from error
     assert parsed.tzinfo is not None
-    if not _EARLIEST <= parsed.astimezone(UTC) <= _LATEST:
+    try:
+        in_range = _EARLIEST <= parsed.astimezone(UTC) <= _LATEST
+    except OverflowError:  # year 1 or 9999 pushed past the calendar by its offset
+        in_range = False
+    if not in_range:
         # Zero times of unset fields ("0001-01-01T00:00:00Z") are bridge bugs, not trades.
         raise InvalidInput(
             f"{field} is out of range (years 1970 to 2999): {value!r}",

@@ -790,7 +790,8 @@ class PropLedger(Application[UUID]):
             raw_account_id = item.get("account_id")
             account_key = raw_account_id if isinstance(raw_account_id, str) else ""
             canonical = _canonical_id(account_key)
-            first_spelling.setdefault(canonical, account_key)
+            if account_key:
+                first_spelling.setdefault(canonical, account_key)
             keys.append((account_key, canonical))
         accounts = self._load_for_batch(first_spelling)
         results: list[BatchResult] = []
@@ -802,6 +803,14 @@ class PropLedger(Application[UUID]):
             trade_body = {key: value for key, value in item.items() if key != "account_id"}
             raw_trade_id = trade_body.get("trade_id")
             trade_id = raw_trade_id if isinstance(raw_trade_id, str) else None
+            if not account_key:
+                error = InvalidInput(
+                    "account_id is required: the id of the account the trade belongs to",
+                    code="invalid_input",
+                    details={"field": "account_id"},
+                )
+                results.append(_rejected("", trade_id, error))
+                continue
             entry = accounts[canonical]
             if entry.account is None:
                 assert entry.error is not None

@@ -972,6 +972,53 @@ def test_a_batch_naming_one_account_in_two_spellings_applies_both_trades(
     assert state["version"] == 3
 
 
+def test_a_batch_rejects_a_bad_item_alone_even_at_the_calendars_edge(
+    client: TestClient, program_id: str
+) -> None:
+    """One item whose time its offset pushes off the calendar, one without an account_id,
+    one naming its account with a number: each is rejected with a field error, and the good
+    trade beside them is recorded (not a 500 for the whole upload)."""
+    account_id = open_account(client, program_id)["account_id"]
+    edge = trade_body("E-edge", opened_at="0001-01-01T00:00:00+01:00")
+    items = [
+        {"account_id": account_id, **trade_body("E-good", profit="4.00")},
+        {"account_id": account_id, **edge},
+        trade_body("E-nameless"),
+        {"account_id": 7, **trade_body("E-number")},
+    ]
+    response = client.post("/v1/trades:batch", json={"trades": items}, headers=PLATFORM)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["result"] for r in results] == ["created", "rejected", "rejected", "rejected"]
+    assert results[1]["error"]["code"] == "invalid_timestamp"
+    for result in results[2:]:
+        assert result["error"]["code"] == "invalid_input"
+        assert result["error"]["details"] == {"field": "account_id"}
+    state = client.get(f"/v1/accounts/{account_id}", headers=AUDITOR).json()
+    assert (state["balance"], state["version"]) == ("100004.00", 2)
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/v1/accounts/{account_id}", {"as_of": "9999-12-31T23:59:59-05:00"}),
+        ("/v1/accounts/{account_id}", {"as_of": "0001-01-01T00:00:00+01:00"}),
+        ("/v1/accounts/{account_id}", {"as_of": "9999-12-31"}),
+        ("/v1/ledger/trial-balance", {"as_of": "9999-12-31"}),
+        ("/v1/payouts", {"from": "0001-01-01T00:00:00+01:00"}),
+        ("/v1/reports/payouts", {"to": "9999-12-31"}),
+    ],
+)
+def test_an_instant_off_the_calendar_in_a_query_is_422_not_500(
+    client: TestClient, program_id: str, path: str, params: dict[str, str]
+) -> None:
+    account_id = open_account(client, program_id)["account_id"]
+    reader = auth("auditor", "finance", sub="edge-reader")
+    tolerant = TestClient(client.app, raise_server_exceptions=False)
+    response = tolerant.get(path.format(account_id=account_id), params=params, headers=reader)
+    assert_error(response, 422, "invalid_timestamp")
+
+
 def test_a_batch_over_1000_trades_is_422_and_stores_nothing(
     client: TestClient, program_id: str
 ) -> None:

@@ -460,7 +460,16 @@ def test_an_impossible_date_is_refused() -> None:
     assert refusal_code(closed_at="2026-02-30T10:00:00Z") == "invalid_timestamp"
 
 
-@pytest.mark.parametrize("closed_at", ["0001-01-01T00:00:00Z", "9999-12-31T23:00:00Z"])
+@pytest.mark.parametrize(
+    "closed_at",
+    [
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:00:00Z",
+        # An offset that pushes the instant off the calendar (OverflowError in UTC).
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-05:00",
+    ],
+)
 def test_a_trade_at_the_edge_of_the_calendar_is_refused_not_crashed_on(closed_at: str) -> None:
     account = open_account()
     account.collect_events()

@@ -33,12 +33,25 @@ def test_the_constructor_refuses_a_float_even_when_called_directly() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "abc", "1e3", "1E-2", "NaN", "Infinity", "1,00", "1.", ".5", "1 000", "0x10"]
-)
+    "text",
+    [
+        "", "abc", "1e3", "1E-2", "NaN", "Infinity", "1,00", "1.", ".5", "1 000", "0x10",
+        # Other scripts' digits (Decimal() takes them) and padding are not decimal strings.
+        "\u0661\u0660\u0660", "\uff11\uff10", " 1.00", "1.00 ", "\u00a0100.00\u2003", "1.00\n",
+    ],
+)  # fmt: skip
 def test_money_of_refuses_text_that_is_not_a_plain_decimal(text: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         Money.of(text, "USD")
     assert caught.value.code == "invalid_decimal"
+
+
+def test_an_amount_too_large_says_so() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        Money.of("1000000000000000.01", "USD", field="profit")
+    assert caught.value.code == "invalid_decimal"
+    assert "too large" in caught.value.message
+    assert Money.of("999999999999999.99", "USD").amount == Decimal("999999999999999.99")
 
 
 def test_money_of_names_the_field_it_was_given_in_the_refusal() -> None:
