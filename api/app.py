@@ -167,7 +167,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jwt_secret = settings.jwt_secret()
         app.state.stripe_webhook_secret = settings.stripe_webhook_secret
         app.state.idempotency = IdempotencyStore(
-            database, timedelta(hours=settings.propledger_idempotency_ttl_hours)
+            database,
+            timedelta(hours=settings.propledger_idempotency_ttl_hours),
+            timedelta(seconds=settings.propledger_idempotency_abandoned_seconds),
         )
         # Live streams (api/stream.py) and the projection workers wake on the log watcher:
         # LISTEN/NOTIFY on PostgreSQL (polling stays only as a fallback), polling on SQLite.

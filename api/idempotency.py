@@ -3,10 +3,12 @@
 The same key (per token subject) with the same method, path and body replays the first
 reply; with another request it is 409 `idempotency_key_reused`; while the first request is
 still being processed, 409 `idempotency_key_in_progress`. A claim still in progress after
-15 s belongs to a request that died (a crashed process): the key is usable again. Keys
-expire after a configurable period. Replies of 5xx are not kept, so a retry after a fault
-runs the command again (and the command's own natural key makes it a duplicate, never a
-second application).
+`PROPLEDGER_IDEMPOTENCY_ABANDONED_SECONDS` (180 s: longer than any request can run) belongs
+to a request that died (a crashed process): the key is usable again. A claim is its
+request's by its claim time, so a request outlived by its claim completes or releases
+nothing of the request that took the key over. Keys expire after a configurable period.
+Replies of 5xx are not kept, so a retry after a fault runs the command again (and the
+command's own natural key makes it a duplicate, never a second application).
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_KEY_LENGTH = 255
 # A claim still "in progress" after this long belongs to a request that died (a crashed
-# process, a dropped connection): the key becomes usable again.
-# Requests are bounded well below this (lock timeouts of 10 s, bounded retries).
-ABANDONED_AFTER = timedelta(seconds=15)
+# process, a dropped connection): the key becomes usable again. Longer than any request
+# can run: a grouped trade post waits up to 60 s for its save, and a command meeting an
+# unreachable store waits out the store's connection retries (about 90 s) before its 503.
+ABANDONED_AFTER = timedelta(seconds=180)
 _EXEMPT_PREFIXES = ("/v1/webhooks/",)  # processors carry their own event ids
 
 
@@ -59,17 +62,29 @@ MAX_GROUP = 200
 WAIT_SECONDS = 30.0
 
 
+# A job's arguments: claim (principal, key, request_hash, claimed_at); complete (status,
+# headers, body, principal, key, claimed_at); release (principal, key, claimed_at). A
+# missing claimed_at is None: a claim made now, a completion or release of any claim.
+_ARITY = {"claim": 4, "complete": 6, "release": 3}
+
+
 @dataclass
 class _Job:
     kind: str  # claim | complete | release
     args: tuple[Any, ...]
     future: Future[Any] = field(default_factory=Future)
 
+    def __post_init__(self) -> None:
+        self.args = self.args + (None,) * (_ARITY[self.kind] - len(self.args))
+
 
 class IdempotencyStore:
-    def __init__(self, database: Database, ttl: timedelta) -> None:
+    def __init__(
+        self, database: Database, ttl: timedelta, abandoned_after: timedelta = ABANDONED_AFTER
+    ) -> None:
         self.database = database
         self.ttl = ttl
+        self.abandoned_after = abandoned_after
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
@@ -80,30 +95,34 @@ class IdempotencyStore:
         "DO NOTHING RETURNING principal, idempotency_key"
     )
 
-    def claim(self, principal: str, key: str, request_hash: str) -> dict[str, Any] | None:
+    def claim(
+        self, principal: str, key: str, request_hash: str, claimed_at: str | None = None
+    ) -> dict[str, Any] | None:
         """Claims the key for this request; returns the existing row if it is taken.
 
         A new key (nearly every request) is claimed with one statement; only a key that
-        is already there is looked at further: expired or abandoned, it is claimed anew."""
+        is already there is looked at further: expired or abandoned, it is claimed anew.
+        `claimed_at` (`claim_stamp()`, now by default) is the claim's own mark: pass it to
+        `complete` and `release`."""
         now = _now()
-        claim = (principal, key, request_hash, _stamp(now))
+        claim = (principal, key, request_hash, claimed_at or _stamp(now))
         if self.database.execute_one(self._INSERT.format(rows="(?, ?, ?, ?)"), claim):
             return None  # claimed: this request goes ahead
-        return self._claim_taken(principal, key, request_hash, now)
+        return self._claim_taken(principal, key, request_hash, now, claim[3])
 
     def _claim_taken(
-        self, principal: str, key: str, request_hash: str, now: datetime
+        self, principal: str, key: str, request_hash: str, now: datetime, claimed_at: str
     ) -> dict[str, Any] | None:
         """The key was there when we tried: claim it if it expired or was abandoned,
         else return its row."""
         insert = self._INSERT.format(rows="(?, ?, ?, ?)")
-        claim = (principal, key, request_hash, _stamp(now))
+        claim = (principal, key, request_hash, claimed_at)
         for _attempt in range(10):
             with self.database.transaction() as cursor:
                 cursor.execute(
                     "DELETE FROM idempotency_keys WHERE principal = ? AND idempotency_key = ? "
                     "AND (created_at < ? OR (status IS NULL AND created_at < ?))",
-                    (principal, key, _stamp(now - self.ttl), _stamp(now - ABANDONED_AFTER)),
+                    (principal, key, _stamp(now - self.ttl), _stamp(now - self.abandoned_after)),
                 )
                 if cursor.execute(insert, claim):
                     return None  # the old claim had expired or was abandoned
@@ -117,46 +136,69 @@ class IdempotencyStore:
             # Released by its request between our insert and our look: try again.
         raise RuntimeError(f"Idempotency-Key {key!r} changed hands ten times while claimed")
 
-    def complete(self, principal: str, key: str, status: int, headers: str, body: bytes) -> None:
+    # A completion or release touches the claim of its own request only (`claimed_at`): a
+    # request that outlived its claim must not overwrite or delete the one that took the
+    # key over. Without `claimed_at`, any claim of the key (tests and tools).
+    _COMPLETE = (
+        "UPDATE idempotency_keys SET status = ?, headers = ?, body = ? "
+        "WHERE principal = ? AND idempotency_key = ? AND status IS NULL "
+        "AND created_at = COALESCE(?, created_at)"
+    )
+    _RELEASE = (
+        "DELETE FROM idempotency_keys WHERE principal = ? AND idempotency_key = ? "
+        "AND status IS NULL AND created_at = COALESCE(?, created_at)"
+    )
+
+    def complete(
+        self,
+        principal: str,
+        key: str,
+        status: int,
+        headers: str,
+        body: bytes,
+        claimed_at: str | None = None,
+    ) -> None:
         self.database.execute_one(
-            "UPDATE idempotency_keys SET status = ?, headers = ?, body = ? "
-            "WHERE principal = ? AND idempotency_key = ?",
-            (status, headers, body, principal, key),
+            self._COMPLETE, (status, headers, body, principal, key, claimed_at)
         )
 
-    def release(self, principal: str, key: str) -> None:
+    def release(self, principal: str, key: str, claimed_at: str | None = None) -> None:
         with self.database.transaction() as cursor:
-            cursor.execute(
-                "DELETE FROM idempotency_keys WHERE principal = ? AND idempotency_key = ? "
-                "AND status IS NULL",
-                (principal, key),
-            )
+            cursor.execute(self._RELEASE, (principal, key, claimed_at))
 
     # Awaited by the middleware: written by one thread, many requests a statement ---------
 
     async def claim_soon(
-        self, principal: str, key: str, request_hash: str
+        self, principal: str, key: str, request_hash: str, claimed_at: str | None = None
     ) -> dict[str, Any] | None:
         """`claim`, written together with the claims of concurrent requests. Waiting is
         bounded (StoreWaitTimeout past WAIT_SECONDS); the claim itself is never withdrawn
         once queued, and one that succeeds after its request stopped waiting is released
         again, so a retry is not told "in progress"."""
-        future = self._submit(_Job("claim", (principal, key, request_hash)))
+        stamp = claimed_at or claim_stamp()
+        future = self._submit(_Job("claim", (principal, key, request_hash, stamp)))
         try:
             result: dict[str, Any] | None = await _wait(future)
         except StoreWaitTimeout:
             future.add_done_callback(
-                lambda done: self._release_later(principal, key) if _claimed(done) else None
+                lambda done: self._release_later(principal, key, stamp) if _claimed(done) else None
             )
             raise
         return result
 
     async def complete_soon(
-        self, principal: str, key: str, status: int, headers: str, body: bytes
+        self,
+        principal: str,
+        key: str,
+        status: int,
+        headers: str,
+        body: bytes,
+        claimed_at: str | None = None,
     ) -> None:
         """`complete`, written together with the completions of concurrent requests. The
         reply was sent already: a completion is written even if waiting for it times out."""
-        await _wait(self._submit(_Job("complete", (status, headers, body, principal, key))))
+        job = _Job("complete", (status, headers, body, principal, key, claimed_at))
+        await _wait(self._submit(job))
 
     def close(self) -> None:
         with self._writer_lock:
@@ -173,8 +215,8 @@ class IdempotencyStore:
             if job is not None and job.future.set_running_or_notify_cancel():
                 job.future.set_exception(RuntimeError("the Idempotency-Key store is closed"))
 
-    def _release_later(self, principal: str, key: str) -> None:
-        self._submit(_Job("release", (principal, key)))
+    def _release_later(self, principal: str, key: str, claimed_at: str | None) -> None:
+        self._submit(_Job("release", (principal, key, claimed_at)))
 
     def _submit(self, job: _Job) -> Future[Any]:
         with self._writer_lock:
@@ -223,20 +265,10 @@ class IdempotencyStore:
                 return
 
     def _complete_all(self, jobs: list[_Job]) -> None:
-        self._each_or_all(
-            jobs,
-            "UPDATE idempotency_keys SET status = ?, headers = ?, body = ? "
-            "WHERE principal = ? AND idempotency_key = ?",
-            key=lambda job: (job.args[3], job.args[4]),
-        )
+        self._each_or_all(jobs, self._COMPLETE, key=lambda job: (job.args[3], job.args[4]))
 
     def _release_all(self, jobs: list[_Job]) -> None:
-        self._each_or_all(
-            jobs,
-            "DELETE FROM idempotency_keys WHERE principal = ? AND idempotency_key = ? "
-            "AND status IS NULL",
-            key=lambda job: (job.args[0], job.args[1]),
-        )
+        self._each_or_all(jobs, self._RELEASE, key=lambda job: (job.args[0], job.args[1]))
 
     def _each_or_all(self, jobs: list[_Job], sql: str, key: Callable[[_Job], Any]) -> None:
         """One transaction for the lot, rows in key order (two processes writing the same
@@ -272,7 +304,12 @@ class IdempotencyStore:
             values = [
                 value
                 for principal, key in ordered
-                for value in (principal, key, first[(principal, key)].args[2], _stamp(now))
+                for value in (
+                    principal,
+                    key,
+                    first[(principal, key)].args[2],
+                    first[(principal, key)].args[3] or _stamp(now),
+                )
             ]
             rows = ", ".join(["(?, ?, ?, ?)"] * len(ordered))
             inserted = {
@@ -289,13 +326,15 @@ class IdempotencyStore:
                     job.future.set_exception(error)
             return
         for job in jobs:
-            principal, key, request_hash = job.args
+            principal, key, request_hash, claimed_at = job.args
             if first.get((principal, key)) is job and (principal, key) in inserted:
                 job.future.set_result(None)  # claimed: the request goes ahead
                 continue
             # Taken before (or by a request earlier in this very round): looked at alone.
             try:
-                job.future.set_result(self._claim_taken(principal, key, request_hash, now))
+                job.future.set_result(
+                    self._claim_taken(principal, key, request_hash, now, claimed_at or _stamp(now))
+                )
             except Exception as error:
                 job.future.set_exception(error)
 
@@ -309,6 +348,11 @@ async def _wait(future: Future[Any]) -> Any:
         raise StoreWaitTimeout(
             f"no answer from the Idempotency-Key store within {WAIT_SECONDS:.0f} s"
         ) from None
+
+
+def claim_stamp() -> str:
+    """A new claim's time, as stored: the claim's own mark."""
+    return _stamp(_now())
 
 
 def _claimed(done: Future[Any]) -> bool:
@@ -346,7 +390,8 @@ class IdempotencyMiddleware:
             b"\0".join([b"POST", path.encode(), scope.get("query_string", b""), body])
         ).hexdigest()
         store: IdempotencyStore = scope["app"].state.idempotency
-        existing = await store.claim_soon(principal, key, request_hash)
+        claimed_at = claim_stamp()
+        existing = await store.claim_soon(principal, key, request_hash, claimed_at)
         if existing is not None:
             await self._answer_existing(existing, request_hash, scope, receive, send)
             return
@@ -376,10 +421,10 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, replay, capture)
         except BaseException:
-            await run_in_threadpool(store.release, principal, key)
+            await run_in_threadpool(store.release, principal, key, claimed_at)
             raise
         if captured["status"] >= 500:
-            await run_in_threadpool(store.release, principal, key)
+            await run_in_threadpool(store.release, principal, key, claimed_at)
             return
         await store.complete_soon(
             principal,
@@ -387,6 +432,7 @@ class IdempotencyMiddleware:
             captured["status"],
             json.dumps(captured["headers"]),
             bytes(captured["body"]),
+            claimed_at,
         )
 
     @staticmethod

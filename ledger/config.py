@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     propledger_write_group_window_ms: float = Field(default=0, ge=0, le=50)
     # How long an Idempotency-Key and its stored reply are kept.
     propledger_idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
+    # After this long a claim still in progress belongs to a request that died: its key is
+    # usable again. Longer than any request runs (api/idempotency.py).
+    propledger_idempotency_abandoned_seconds: float = Field(default=180, ge=1, le=3600)
 
     @field_validator("propledger_database_url")
     @classmethod

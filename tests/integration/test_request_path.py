@@ -18,7 +18,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -77,6 +77,44 @@ def test_a_new_key_is_claimed_a_live_one_refused_an_expired_one_claimed_anew(url
         assert row == [{"request_hash": "hash-2", "status": None}]
         # Another subject's key of the same name is its own.
         assert live.claim("other", key, "hash-1") is None
+    finally:
+        database.close()
+
+
+def test_a_request_outlived_by_its_claim_completes_nothing_of_the_one_that_took_over(
+    url: str,
+) -> None:
+    """A claim older than the abandonment time is taken over by a retry. The first
+    request, still running after all, then finishes: its completion and its release touch
+    its own claim only, so the retry's reply is the one kept (not overwritten, not lost)."""
+    database = Database(url)
+    try:
+        key = uid("slow-")
+        # Abandoned at once: the retry below takes over a claim that is still running.
+        store = IdempotencyStore(database, ttl=timedelta(hours=24), abandoned_after=timedelta(0))
+        now = datetime.now(UTC)
+        first, retry = (
+            (now - timedelta(seconds=ago)).strftime("%Y-%m-%dT%H:%M:%S.%fZ") for ago in (60, 30)
+        )
+        assert store.claim("bridge", key, "h", claimed_at=first) is None
+        assert store.claim("bridge", key, "h", claimed_at=retry) is None  # taken over
+        store.release("bridge", key, claimed_at=first)  # the first request failing late
+        store.complete("bridge", key, 409, "[]", b"first", claimed_at=first)
+
+        def row() -> list[dict[str, Any]]:
+            return database.query(
+                "SELECT status, body FROM idempotency_keys "
+                "WHERE principal = ? AND idempotency_key = ?",
+                ("bridge", key),
+            )
+
+        assert [(r["status"], r["body"]) for r in row()] == [(None, None)]  # retry's claim
+        store.complete("bridge", key, 200, "[]", b"retry", claimed_at=retry)
+        assert [(r["status"], bytes(r["body"])) for r in row()] == [(200, b"retry")]
+        kept = IdempotencyStore(database, ttl=timedelta(hours=24))
+        replayed = kept.claim("bridge", key, "h")
+        assert replayed is not None
+        assert bytes(replayed["body"]) == b"retry"
     finally:
         database.close()
 
