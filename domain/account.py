@@ -536,6 +536,15 @@ class TradingAccount(Aggregate):
                 f"account {self.id} is {self.status}: its pending payout cannot be approved",
                 code="not_active",
             )
+        if self.state.profit < amount:
+            # Losses since the request: withdrawing the profit asked for would pay out
+            # money the account no longer has and leave its balance under its floors.
+            raise Conflict(
+                f"account {self.id} now has {self.state.profit.amount} of profit, less than "
+                f"the {amount.amount} this payout withdraws: reject it and request again",
+                code="insufficient_profit",
+                details={"profit": str(self.state.profit.amount), "payout": str(amount.amount)},
+            )
         state = rules.after_withdrawal(self.state, amount)
         self.trigger_event(
             self.PayoutWithdrawn,

@@ -431,6 +431,29 @@ def test_a_phase_account_is_refused_as_not_funded() -> None:
     assert refusal(account, days_after_opening(account, 30)) == ["not_funded"]
 
 
+def test_an_approval_after_losses_below_the_requested_profit_is_refused_and_changes_nothing() -> (
+    None
+):
+    """Profit is fixed at request time; if trades since have lost part of it, approving
+    would pay out money the account no longer has and leave its balance under its floor
+    without a breach. The approver is told, and rejects; nothing is withdrawn."""
+    account = open_account()
+    close(account, "1000.00")
+    payout_id, split = request(account, days_after_opening(account, 30))
+    close(account, "-900.00")  # profit now 100.00
+    account.collect_events()
+    with pytest.raises(Conflict) as refused:
+        approve_on_account(account, payout_id, split, days_after_opening(account, 31))
+    assert refused.value.code == "insufficient_profit"
+    assert refused.value.details == {"profit": "100.00", "payout": "1000.00"}
+    assert account.collect_events() == []
+    assert account.state.balance == usd("100100.00")
+    # Gains since the request are fine: the requested profit is what is withdrawn.
+    close(account, "950.00")
+    approve_on_account(account, payout_id, split, days_after_opening(account, 31))
+    assert account.state.balance == usd("100050.00")
+
+
 def test_a_breached_funded_account_is_refused_as_not_active() -> None:
     account = open_account()
     close(account, "1000.00")  # balance 101,000.00
