@@ -64,6 +64,7 @@ from projections.payouts import (
     payout_report,
     payouts_cursor,
     profit_splits,
+    profit_splits_csv,
     report_csv,
 )
 from projections.registry import default_projections
@@ -713,19 +714,39 @@ def _payout_routes(app: FastAPI) -> None:
             | {"position": position}
         )
 
-    @app.get("/v1/reports/profit-splits", tags=["reports"])
+    @app.get(
+        "/v1/reports/profit-splits",
+        tags=["reports"],
+        response_model=None,
+        responses={
+            200: {
+                "description": "The report: JSON, or CSV with `format=csv`",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            }
+        },
+    )
     def get_profit_splits(
         request: Request,
         _: FinanceOrAuditor,
         from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
         to: Annotated[str | None, Query(max_length=40)] = None,
+        format: Annotated[Literal["json", "csv"], Query()] = "json",
         as_of: Annotated[str | None, Query(max_length=40)] = None,
-    ) -> JSONResponse:
+    ) -> Response:
         since, until = parse_range(from_, to)
         position = _wait_for_projections(request)
         rows = profit_splits(
             request.app.state.reports_db, since, until, parse_as_of(as_of) if as_of else None
         )
+        if format == "csv":
+            return Response(
+                profit_splits_csv(rows),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="profit-splits.csv"'},
+            )
         return JSONResponse(
             {"from": with_plus(from_), "to": with_plus(to), "as_of": with_plus(as_of)}
             | {"rows": rows, "position": position}

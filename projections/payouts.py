@@ -338,3 +338,19 @@ def profit_splits(
         }
         for (trader_id, program_id, currency), group in sorted(groups.items())
     ]
+
+
+PROFIT_SPLIT_FIELDS = (
+    "trader_id", "program_id", "currency", "payouts", "profit", "trader_share", "firm_share",
+)  # fmt: skip
+
+
+def profit_splits_csv(rows: list[dict[str, Any]]) -> str:
+    """The profit-split report as CSV: a header and one row per trader, program and
+    currency (no total lines: each row is a total already)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(PROFIT_SPLIT_FIELDS)
+    for row in rows:
+        writer.writerow([row[field] for field in PROFIT_SPLIT_FIELDS])
+    return out.getvalue()

@@ -950,6 +950,21 @@ def test_profit_splits_are_reported_per_trader_and_program(
     ]
     error_of(client.get("/v1/reports/profit-splits", headers=APPROVER), 403)
 
+    # The same report as CSV (DESIGN: "payout and profit-split reports (CSV/JSON)").
+    as_csv = client.get(
+        "/v1/reports/profit-splits",
+        params={"from": window["from"], "to": window["to"], "format": "csv"},
+        headers=FINANCE,
+    )
+    assert as_csv.status_code == 200, as_csv.text
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    lines = as_csv.text.splitlines()
+    assert lines[0] == "trader_id,program_id,currency,payouts,profit,trader_share,firm_share"
+    assert f"{trader_a},{program_id},USD,2,2234.57,1787.66,446.91" in lines
+    assert f"{trader_b},{eur_fee_program_id},USD,1,2000.00,1600.00,400.00" in lines
+    unknown = client.get("/v1/reports/profit-splits", params={"format": "xml"}, headers=FINANCE)
+    error_of(unknown, 422)
+
 
 def test_the_journal_books_an_approval_at_the_instant_the_report_files_it_under(
     client: TestClient, program_id: str
