@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -91,8 +92,34 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
+def _nul_in_request(scope: Scope, body: bytes) -> bool:
+    """Whether a query or a JSON body carries the NUL character: PostgreSQL text cannot
+    hold it, so a recorded one would stop the projections for good (and SQLite would keep
+    it: the two stores would differ). Webhooks are exempt: their bytes are signed, and
+    what they name is checked field by field (ledger/stripe_events.py)."""
+    if b"%00" in scope.get("query_string", b""):
+        return True
+    if b"\\u0000" not in body or scope["path"].startswith("/v1/webhooks/"):
+        return False  # the fast path: JSON can only carry NUL as the escape \u0000
+    try:
+        return _holds_nul(json.loads(body))
+    except ValueError:
+        return False  # not JSON: the handler says so
+
+
 class BodyLimit:
-    """Refuses request bodies over 1 MiB with 413 before any handler sees them."""
+    """Refuses request bodies over 1 MiB with 413 before any handler sees them, and
+    requests carrying the NUL character (`_nul_in_request`) with 422."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -122,6 +149,14 @@ class BodyLimit:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        if _nul_in_request(scope, body):
+            refusal = envelope(
+                422,
+                "invalid_input",
+                "text must not contain the NUL character (\\u0000)",
+            )
+            await refusal(scope, receive, send)
+            return
         delivered = False
 
         async def replay() -> Message:

@@ -27,6 +27,13 @@ EXPENSES_PROCESSOR_FEES = "expenses:processor_fees"
 EXPENSES_PROFIT_SHARE = "expenses:profit_share"
 
 
+def is_trader_id(text: str) -> bool:
+    """Whether `text` can name a trader in account codes: no ':' (codes are read as
+    `liabilities:trader_wallet:{trader_id}`, and a filter by a code takes its children,
+    so `T1` must not reach `T1:x`'s lines) and no control characters."""
+    return ":" not in text and text.isprintable()
+
+
 def trader_wallet(trader_id: str) -> str:
     return f"liabilities:trader_wallet:{trader_id}"
 

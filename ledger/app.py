@@ -555,11 +555,14 @@ class PropLedger(Application[UUID]):
                 program = self.program(fact.program_id or "")
             except NotFound:
                 purpose = UNALLOCATED  # booked to liabilities:unallocated for finance
-        trader_id = fact.trader_id if purpose != UNALLOCATED else None
+        # An unallocated payment keeps the trader and program it named (finance sees them
+        # when resolving it), and a trader it names is registered (DESIGN: "a purchase or
+        # payment naming an unknown trader_id registers that trader").
+        trader_id = fact.trader_id
         if not payment.receive(
             purpose=purpose,
             trader_id=trader_id,
-            program_id=fact.program_id if purpose == CHALLENGE else None,
+            program_id=fact.program_id if purpose != DEPOSIT else None,
             amount=fact.amount,
             source_event=fact.event_id,
         ):
@@ -568,6 +571,8 @@ class PropLedger(Application[UUID]):
             return "unallocated", None
         trader = self._trader_or_new(trader_id)
         touched.append(trader)
+        if purpose == UNALLOCATED:
+            return "unallocated", trader
         if purpose == DEPOSIT:
             trader.credit_wallet(fact.amount, fact.payment_ref)
             return "deposit", trader
@@ -1005,6 +1010,13 @@ def _external_id(value: Any, field_name: str) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > _ID_MAX_LENGTH:
         raise InvalidInput(
             f"{field_name} must be a non-empty string of at most {_ID_MAX_LENGTH} characters",
+            code="invalid_input",
+            details={"field": field_name},
+        )
+    if field_name == "trader_id" and not journal.is_trader_id(value):
+        raise InvalidInput(
+            "trader_id must not contain ':' or control characters: it is part of ledger "
+            "account codes such as liabilities:trader_wallet:{trader_id}",
             code="invalid_input",
             details={"field": field_name},
         )

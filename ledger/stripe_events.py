@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from domain import journal
 from domain.errors import InvalidInput
 from domain.money import Money, check_currency
 from domain.payment import CHALLENGE, DEPOSIT, DISPUTE_LOST, DISPUTE_OPEN, DISPUTE_WON, UNALLOCATED
@@ -72,7 +73,8 @@ def _money(amount: Any, currency: Any) -> Money:
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value.strip() else None
+    # Text the stores can hold: PostgreSQL refuses NUL, and control characters are no id.
+    return value if isinstance(value, str) and value.strip() and value.isprintable() else None
 
 
 def _ref(value: Any) -> str | None:
@@ -107,13 +109,22 @@ def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
     return metadata if isinstance(metadata, dict) else {}
 
 
+def _trader_id(metadata: dict[str, Any]) -> str | None:
+    """The trader a payment names, if it can be one (`journal.is_trader_id`); a payment
+    naming none that can is booked unallocated, never dropped."""
+    trader_id = _text(metadata.get("trader_id"))
+    if trader_id is None or len(trader_id) > 128 or not journal.is_trader_id(trader_id):
+        return None
+    return trader_id
+
+
 def _checkout_completed(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
     if obj.get("payment_status") == "unpaid":
         # An asynchronous payment method has not paid yet; its success arrives later.
         # (A session without the field is taken as completed means: paid.)
         return StripeFact(kind=RECORD_ONLY, **base)
     metadata = _metadata(obj)
-    trader_id = _text(metadata.get("trader_id"))
+    trader_id = _trader_id(metadata)
     program_id = _text(metadata.get("program_id"))
     if metadata.get("purpose") == "wallet_deposit" and trader_id:
         purpose = DEPOSIT
@@ -134,7 +145,7 @@ def _checkout_completed(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact
 
 def _payment_intent_succeeded(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
     metadata = _metadata(obj)
-    trader_id = _text(metadata.get("trader_id"))
+    trader_id = _trader_id(metadata)
     if metadata.get("purpose") != "wallet_deposit" or not trader_id:
         # Challenge purchases are booked from their checkout session, and so is a deposit
         # whose intent does not name its trader: booking it here as unallocated would

@@ -1087,3 +1087,27 @@ def test_audit_verify_finds_nothing_wrong_after_everything_above(client: TestCli
     for name, result in report["projections"].items():
         assert not result["differences"], (name, result["differences"])
     assert report["ok"] is True
+
+
+# Text the stores cannot hold ----------------------------------------------------------
+
+
+def test_a_nul_character_in_a_body_or_a_query_is_refused_and_records_nothing(
+    client: TestClient, program_id: str
+) -> None:
+    """PostgreSQL text cannot hold NUL: a recorded one would stop the projections for good
+    (every report 503) while SQLite kept it. It is refused at the door, on both stores."""
+    position = client.get("/health").json()["position"]
+    bodies = [
+        ("/v1/purchases", purchase_body(program_id, trader_id="evil\u0000"), FINANCE),
+        ("/v1/purchases", purchase_body(program_id, purchase_id="p\u0000"), FINANCE),
+        ("/v1/programs", program_body(name="Classic\u0000"), ADMIN),
+    ]
+    for path, body, headers in bodies:
+        assert_error(client.post(path, json=body, headers=headers), 422, "invalid_input")
+    entries = client.get("/v1/ledger/entries", params={"account": "a\u0000b"}, headers=FINANCE)
+    assert_error(entries, 422, "invalid_input")
+    assert client.get("/health").json()["position"] == position
+    # The escape written as text (a backslash, then u0000) is no NUL and goes through.
+    fine = client.post("/v1/programs", json=program_body(name="Classic \\u0000"), headers=ADMIN)
+    assert fine.status_code == 201, fine.text

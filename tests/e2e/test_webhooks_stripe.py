@@ -601,8 +601,36 @@ def test_a_completed_checkout_without_payment_status_is_taken_as_paid(
 def test_a_checkout_naming_an_unknown_program_is_booked_as_unallocated(
     client: TestClient,
 ) -> None:
+    """Booked for finance to resolve, keeping what it named: the trader is registered
+    (DESIGN: "a purchase or payment naming an unknown trader_id registers that trader")
+    and the listing shows the trader and program the payer gave."""
     trader_id = uid("trader-")
-    payment = challenge(trader_id, uid("no-such-program-"))
+    program = uid("no-such-program-")
+    payment = challenge(trader_id, program)
+    reply = delivered(client, payment.checkout_completed())
+    assert reply["outcome"] == "unallocated"
+    assert payment.intent in unallocated_ids(client)
+    listed = client.get("/v1/payments/unallocated", headers=FINANCE).json()["payments"]
+    item = next(item for item in listed if item["payment_id"] == payment.intent)
+    assert (item["trader_id"], item["program_id"]) == (trader_id, program)
+    assert client.get(f"/v1/traders/{trader_id}", headers=FINANCE).status_code == 200
+    assert trader_accounts(client, trader_id) == []
+
+
+def test_a_trader_id_that_cannot_be_part_of_an_account_code_is_refused_or_unallocated(
+    client: TestClient, program_id: str
+) -> None:
+    """`liabilities:trader_wallet:{trader_id}`: a ':' in the id would make `T1`'s code
+    a parent of `T1:x`'s. A purchase naming one is refused; a payment naming one is booked
+    unallocated, not dropped and not to a wallet."""
+    refused = client.post(
+        "/v1/purchases",
+        json=purchase_body(program_id, trader_id="T1:evil"),
+        headers=FINANCE,
+    )
+    assert_error(refused, 422, "invalid_input")
+    assert refused.json()["error"]["details"] == {"field": "trader_id"}
+    payment = challenge("T2:evil", program_id)
     reply = delivered(client, payment.checkout_completed())
     assert reply["outcome"] == "unallocated"
     assert payment.intent in unallocated_ids(client)
