@@ -238,6 +238,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     # The last added runs first: request context (id, headers, log, rate limit), the body
     # limit, then Idempotency-Key replays.
+    app.add_middleware(errors.AnswerUnexpected)
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimit)
     app.add_middleware(
@@ -442,6 +443,8 @@ def _routes(app: FastAPI) -> None:
         after_version: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = MAX_EVENTS_PAGE,
     ) -> JSONResponse:
+        # Past any version a stream can reach, and inside SQLite's 64-bit integers.
+        after_version = min(after_version, 2**62)
         events = _ledger(request).account_events(
             account_id, after_version=after_version, limit=limit
         )

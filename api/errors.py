@@ -222,3 +222,35 @@ async def _store_unavailable(_: Request, error: Exception) -> JSONResponse:
         "payout or webhook is never applied twice)",
         headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
     )
+
+
+class AnswerUnexpected:
+    """Answers an error no handler took (500, or 503 for an unreachable store) right here,
+    inside the other middlewares. Starlette's outermost error middleware answers it too,
+    but then raises it on to the server, and uvicorn closes a keep-alive connection an
+    exception escaped from: the client's next request on that connection was reset.
+    Added first, so it runs innermost: the Idempotency-Key middleware sees a 5xx reply
+    (and keeps nothing), the request context adds its headers and logs it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as error:
+            if started:  # too late for a reply of our own: the server closes it
+                raise
+            response = await _store_error(Request(scope, receive), error)
+            await response(scope, receive, send)

@@ -1111,3 +1111,45 @@ def test_a_nul_character_in_a_body_or_a_query_is_refused_and_records_nothing(
     # The escape written as text (a backslash, then u0000) is no NUL and goes through.
     fine = client.post("/v1/programs", json=program_body(name="Classic \\u0000"), headers=ADMIN)
     assert fine.status_code == 201, fine.text
+
+
+def test_an_after_version_past_any_stream_is_an_empty_page_on_both_stores(
+    client: TestClient, program_id: str
+) -> None:
+    account_id = open_account(client, program_id)["account_id"]
+    response = client.get(
+        f"/v1/accounts/{account_id}/events",
+        params={"after_version": str(10**19)},  # beyond SQLite's 64-bit integers
+        headers=AUDITOR,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["events"] == []
+
+
+def test_an_unexpected_error_is_answered_without_closing_the_connection(
+    client: TestClient, program_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn closes a keep-alive connection when an exception escapes the app, and the
+    client's next request on it is reset: the 500 is answered inside the app instead."""
+    account_id = open_account(client, program_id)["account_id"]
+    ledger = client.app.state.ledger  # type: ignore[attr-defined]
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ledger, "account_events", broken)
+    escaped: list[BaseException] = []
+    app = client.app
+
+    async def server(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await app(scope, receive, send)
+        except BaseException as error:  # what uvicorn would see
+            escaped.append(error)
+            raise
+
+    tolerant = TestClient(server, raise_server_exceptions=False)
+    response = tolerant.get(f"/v1/accounts/{account_id}/events", headers=AUDITOR)
+    assert_error(response, 500, "internal_error")
+    assert escaped == []
+    assert "x-request-id" in {name.lower() for name in response.headers}
