@@ -407,7 +407,7 @@ def _routes(app: FastAPI) -> None:
     def get_account(
         account_id: str,
         request: Request,
-        principal: CurrentPrincipal,
+        principal: AnyRole,
         as_of: Annotated[
             str | None,
             Query(description=AS_OF_HELP, max_length=40),
@@ -424,9 +424,7 @@ def _routes(app: FastAPI) -> None:
         )
 
     @app.get("/v1/traders/{trader_id}/accounts", tags=["accounts"])
-    def get_trader_accounts(
-        trader_id: str, request: Request, principal: CurrentPrincipal
-    ) -> JSONResponse:
+    def get_trader_accounts(trader_id: str, request: Request, principal: AnyRole) -> JSONResponse:
         ledger = _ledger(request)
         if trader_id_to_uuid(trader_id) not in ledger.repository:
             raise NotFound(f"trader {trader_id} not found", code="unknown_trader")
@@ -544,7 +542,7 @@ def _money_routes(app: FastAPI) -> None:
         return _created(payload, created=True)
 
     @app.get("/v1/traders/{trader_id}", tags=["traders"])
-    def get_trader(trader_id: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
+    def get_trader(trader_id: str, request: Request, principal: AnyRole) -> JSONResponse:
         trader = _ledger(request).trader(trader_id)
         _forbidden_to_trader(principal, trader_id, "trader")
         return JSONResponse(trader_view(trader))
@@ -683,7 +681,7 @@ def _payout_routes(app: FastAPI) -> None:
         return JSONResponse(_payout_reply(request, payout, position))
 
     @app.get("/v1/payouts/{payout_id}", tags=["payouts"])
-    def get_payout(payout_id: str, request: Request, principal: CurrentPrincipal) -> JSONResponse:
+    def get_payout(payout_id: str, request: Request, principal: AnyRole) -> JSONResponse:
         payout = _ledger(request).payout(payout_id)
         _forbidden_to_trader(principal, payout.trader_id, "payouts")
         return JSONResponse(payout_view(payout))

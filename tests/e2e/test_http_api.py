@@ -1153,3 +1153,18 @@ def test_an_unexpected_error_is_answered_without_closing_the_connection(
     assert_error(response, 500, "internal_error")
     assert escaped == []
     assert "x-request-id" in {name.lower() for name in response.headers}
+
+
+def test_a_token_without_a_known_role_reads_nothing(client: TestClient, program_id: str) -> None:
+    """DESIGN's "any" is any of its roles: a token whose roles are none of them is less
+    than a trader's, not more (it was let read every trader's accounts)."""
+    account = open_account(client, program_id)
+    no_role = auth(sub="nobody")
+    for path in (
+        f"/v1/accounts/{account['account_id']}",
+        f"/v1/traders/{account['trader_id']}/accounts",
+        f"/v1/traders/{account['trader_id']}",
+        f"/v1/programs/{program_id}",
+    ):
+        assert_error(client.get(path, headers=no_role), 403)
+    assert client.get(f"/v1/accounts/{account['account_id']}", headers=AUDITOR).status_code == 200
