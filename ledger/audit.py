@@ -121,6 +121,24 @@ class _Store:
         return None if row is None else (int(row[0]), str(row[1]))
 
 
+@contextmanager
+def _snapshot(store: _Store) -> Iterator[Any]:
+    """A connection that reads one consistent state of the log for as long as it is open:
+    the events, their links and the chain head as one commit left them, however many
+    statements read them and whatever writers commit meanwhile (PostgreSQL: a read-only
+    REPEATABLE READ transaction; SQLite: one read transaction, a snapshot in WAL mode)."""
+    with store.connect() as connection:
+        if store.sqlite:
+            connection.execute("BEGIN")
+        else:
+            connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            connection.read_only = True
+        try:
+            yield connection
+        finally:
+            connection.rollback()
+
+
 def stream_name(value: Any) -> str:
     """A stream as the API names it: an account's (or any aggregate's) id as a UUID with
     hyphens, the form of `account_id`; the chain and the export keep the hex form."""
@@ -149,10 +167,15 @@ def verify_chain(
     anchor: tuple[int, str] | None = None,
     progress: Progress | None = None,
 ) -> ChainReport:
-    """Checks every link against its event and the link before it, then the head."""
+    """Checks every link against its event and the link before it, then the head.
+
+    Everything is read in one snapshot (`_snapshot`): a store being written to verifies as
+    the log stood at one commit, its head being the last link of that commit. Read in
+    separate statements, a writer committing between them made a sound log look tampered
+    with (links read after their events' page, a head older than the last link)."""
     store = _Store(database_url)
     report = ChainReport()
-    with store.connect() as connection:
+    with _snapshot(store) as connection:
         total = store.count(connection)
         head = store.head(connection)
         previous_hash = GENESIS
@@ -422,20 +445,6 @@ def _check_stream_snapshots(app: _Replayable, stream: UUID, findings: list[Findi
 
 
 # Export and replay -------------------------------------------------------------------
-
-
-@contextmanager
-def _snapshot(store: _Store) -> Iterator[Any]:
-    """A connection that reads one consistent state of the log for as long as it is open."""
-    with store.connect() as connection:
-        if store.sqlite:
-            connection.execute("BEGIN")
-        else:
-            connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        try:
-            yield connection
-        finally:
-            connection.rollback()
 
 
 def export_log(database_url: str, out: IO[str], *, progress: Progress | None = None) -> int:
