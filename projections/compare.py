@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from projections.runner import Projection
-from projections.store import Database
+from projections.store import Cursor, Database
 
 MAX_DIFFERENCES = 100
 
@@ -25,8 +26,10 @@ def _normal(value: Any) -> str | None:
     return str(value)
 
 
-def _rows(database: Database, table: str, keys: tuple[str, ...]) -> dict[tuple[Any, ...], Any]:
-    rows = database.query(f"SELECT * FROM {table}")
+Rows = dict[tuple[Any, ...], dict[str, Any]]
+
+
+def _keyed(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> Rows:
     return {
         tuple(_normal(row[key]) for key in keys): {
             column: _normal(value) for column, value in row.items()
@@ -35,11 +38,53 @@ def _rows(database: Database, table: str, keys: tuple[str, ...]) -> dict[tuple[A
     }
 
 
-def compare(projection: Projection, live: Database, rebuilt: Database) -> list[dict[str, Any]]:
-    """Every difference (up to a bound): rows missing, extra, or different in the live one."""
+def _rows(database: Database, table: str, keys: tuple[str, ...]) -> Rows:
+    return _keyed(database.query(f"SELECT * FROM {table}"), keys)
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """A projection's tables as one commit left them, and the log position it had
+    reached in that commit: exactly what a replay of the log up to `position` must give."""
+
+    position: int
+    tables: dict[str, Rows]
+
+
+def read_live(projection: Projection, database: Database) -> LiveView:
+    """The projection's tracked position and all its rows, read in one snapshot.
+
+    A runner writes a page's rows and the page's last position in one transaction, so in
+    one snapshot they agree. Read apart, a page committed in between shows rows (new ones,
+    or ones a later event updated) that a replay to the position read cannot have.
+    PostgreSQL: a read-only REPEATABLE READ transaction (its first statement sets it);
+    SQLite: one read transaction, a snapshot in WAL mode."""
+    with database.transaction(write=False) as cursor:
+        if database.dialect == "postgres":
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return _read_live(projection, cursor)
+
+
+def _read_live(projection: Projection, cursor: Cursor) -> LiveView:
+    tracked = cursor.execute(
+        "SELECT position FROM projection_tracking WHERE projection = ?", (projection.name,)
+    )
+    position = int(tracked[0]["position"]) if tracked else 0
+    tables = {
+        table: _keyed(cursor.execute(f"SELECT * FROM {table}"), keys)
+        for table, keys in projection.tables
+    }
+    return LiveView(position, tables)
+
+
+def compare(
+    projection: Projection, live: Database | LiveView, rebuilt: Database
+) -> list[dict[str, Any]]:
+    """Every difference (up to a bound): rows missing, extra, or different in the live one.
+    `live`: a database read now, or a `LiveView` read earlier (see `read_live`)."""
     differences: list[dict[str, Any]] = []
     for table, keys in projection.tables:
-        live_rows = _rows(live, table, keys)
+        live_rows = live.tables[table] if isinstance(live, LiveView) else _rows(live, table, keys)
         fresh_rows = _rows(rebuilt, table, keys)
         for key in sorted(live_rows.keys() | fresh_rows.keys(), key=str):
             if len(differences) >= MAX_DIFFERENCES:
