@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
@@ -234,6 +234,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A body sent without a Content-Type header is read as JSON (every /v1 body is);
         # one declared as something else is refused with a message saying so.
         strict_content_type=False,
+        # `/v1/purchases/` is not a route: 404 in the error envelope, not a 307 redirect
+        # with an empty body that a client posting JSON would follow without its body.
+        redirect_slashes=False,
     )
     errors.install(app)
     # The last added runs first: request context (id, headers, log, rate limit), the body
@@ -548,7 +551,7 @@ def _money_routes(app: FastAPI) -> None:
         return JSONResponse(trader_view(trader))
 
     @app.post("/v1/traders/{trader_id}/reinstate", tags=["traders"])
-    def reinstate(trader_id: str, request: Request, principal: Admin) -> JSONResponse:
+    def reinstate(trader_id: str, request: Request, principal: Admin, _: NoBody) -> JSONResponse:
         ledger = _ledger(request)
         trader, position = ledger.reinstate_trader(trader_id, principal.sub)
         return JSONResponse({**trader_view(trader), "position": position or ledger.position()})
@@ -638,10 +641,24 @@ def parse_as_of(value: str) -> datetime:
     return query_instant(value, "as_of")
 
 
+async def no_body_but_json(request: Request) -> None:
+    """For POSTs that take no body: one sent anyway must at least be JSON (400
+    `malformed_json` like every other endpoint), not be ignored."""
+    body = await request.body()
+    if body.strip():
+        try:
+            json.loads(body)
+        except ValueError:
+            raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
+
+
+NoBody = Annotated[None, Depends(no_body_but_json)]
+
+
 def _payout_routes(app: FastAPI) -> None:
     @app.post("/v1/accounts/{account_id}/payouts", tags=["payouts"], status_code=201)
     def request_payout(
-        account_id: str, request: Request, principal: CurrentPrincipal
+        account_id: str, request: Request, principal: CurrentPrincipal, _: NoBody
     ) -> JSONResponse:
         if not principal.has_any(("trader", "finance")):
             raise ApiError(403, "forbidden", "this needs one of the roles: trader, finance")
@@ -657,7 +674,9 @@ def _payout_routes(app: FastAPI) -> None:
         return JSONResponse(_payout_reply(request, payout, position), status_code=201)
 
     @app.post("/v1/payouts/{payout_id}/approve", tags=["payouts"])
-    def approve_payout(payout_id: str, request: Request, principal: Approver) -> JSONResponse:
+    def approve_payout(
+        payout_id: str, request: Request, principal: Approver, _: NoBody
+    ) -> JSONResponse:
         try:
             payout, position = _ledger(request).approve_payout(payout_id, principal.sub)
         except FourEyes as refused:

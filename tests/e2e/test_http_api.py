@@ -1168,3 +1168,8 @@ def test_a_token_without_a_known_role_reads_nothing(client: TestClient, program_
     ):
         assert_error(client.get(path, headers=no_role), 403)
     assert client.get(f"/v1/accounts/{account['account_id']}", headers=AUDITOR).status_code == 200
+
+
+def test_a_trailing_slash_is_a_404_in_the_envelope_not_a_redirect(client: TestClient) -> None:
+    response = client.post("/v1/purchases/", json={}, headers=FINANCE, follow_redirects=False)
+    assert_error(response, 404)

@@ -1026,3 +1026,30 @@ def test_the_payout_report_as_of_an_instant_shows_payouts_as_the_ledger_knew_the
         "/v1/reports/profit-splits", params={"as_of": instant(before_approval)}, headers=FINANCE
     ).json()["rows"]
     assert all(row["trader_id"] != trader_id for row in splits_then)
+
+
+def test_a_malformed_body_on_a_payout_request_or_approval_is_400_and_changes_nothing(
+    client: TestClient, program_id: str
+) -> None:
+    """Request and approve take no body; one sent anyway is still read as JSON, so
+    `{not json` is 400 `malformed_json` as on every endpoint, not silently ignored."""
+    trader_id = uid("trader-")
+    account_id = funded_account(client, program_id, trader_id)
+    broken = {**trader_headers(trader_id), "Content-Type": "application/json"}
+    refused = client.post(
+        f"/v1/accounts/{account_id}/payouts", content=b"{not json", headers=broken
+    )
+    error_of(refused, 400, "malformed_json")
+    # Nothing was requested: a request now is not refused `payout_pending`.
+    payout = request_payout(client, account_id, trader_headers(trader_id))
+    refused = client.post(
+        f"/v1/payouts/{payout['payout_id']}/approve",
+        content=b"{{{",
+        headers={**APPROVER, "Content-Type": "application/json"},
+    )
+    error_of(refused, 400, "malformed_json")
+    assert client.get(f"/v1/payouts/{payout['payout_id']}", headers=FINANCE).json()["status"] == (
+        "requested"
+    )
+    approved = client.post(f"/v1/payouts/{payout['payout_id']}/approve", json={}, headers=APPROVER)
+    assert approved.status_code == 200, approved.text
