@@ -799,6 +799,9 @@ class PropLedger(Application[UUID]):
                 first_spelling.setdefault(canonical, account_key)
             keys.append((account_key, canonical))
         accounts = self._load_for_batch(first_spelling)
+        # Accounts a pass opened earlier in this batch: later items may trade on them, as
+        # single posts sent in the same order could.
+        opened_here: dict[str, TradingAccount] = {}
         results: list[BatchResult] = []
         for item, key in zip(items, keys, strict=True):
             if key is None:
@@ -817,25 +820,27 @@ class PropLedger(Application[UUID]):
                 results.append(_rejected("", trade_id, error))
                 continue
             entry = accounts[canonical]
-            if entry.account is None:
+            account = entry.account or opened_here.get(canonical)
+            if account is None:
                 assert entry.error is not None
                 results.append(_rejected(account_key, trade_id, entry.error))
                 continue
             try:
-                trade = Trade.parse(trade_body, entry.account.currency)
-                outcome = entry.account.close_trade(trade, actor)
+                trade = Trade.parse(trade_body, account.currency)
+                outcome = account.close_trade(trade, actor)
             except DomainError as error:
                 results.append(_rejected(account_key, trade_id, error))
                 continue
             if outcome.opened is not None:
                 entry.opened.append(outcome.opened)
+                opened_here[str(outcome.opened.id)] = outcome.opened
             status = "duplicate" if outcome.duplicate else "created"
             results.append(BatchResult(account_key, trade_id, status))
         to_save: list[TradingAccount] = []
         for entry in accounts.values():
             if entry.account is not None:
                 to_save.append(entry.account)
-                to_save.extend(entry.opened)
+            to_save.extend(entry.opened)  # also by an account this batch opened
         return results, self._save_batch(to_save)
 
     def _save_batch(self, accounts: list[TradingAccount]) -> int | None:

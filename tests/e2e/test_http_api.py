@@ -8,12 +8,12 @@ import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from fastapi.testclient import TestClient
 
-from domain.ids import first_account_id
+from domain.ids import first_account_id, next_account_id
 from tests.support import (
     BACKENDS,
     STATE_FIELDS,
@@ -953,6 +953,37 @@ def test_a_batch_reports_each_trade_in_order(client: TestClient, program_id: str
     ]
     after = [client.get(f"/v1/accounts/{a}", headers=AUDITOR).json()["version"] for a in accounts]
     assert after == [5, 4, 4]
+
+
+def test_a_batch_trades_on_the_accounts_its_own_passes_open(client: TestClient) -> None:
+    """Applied per account in order, like single posts sent in the same order: a trade on
+    the next phase's account before the pass that opens it is refused (no such account
+    yet), one after it is recorded; and so on to the funded account."""
+    program = program_body(
+        phases=[
+            {"name": name, "profit_target_pct": "1", "max_daily_loss_pct": "5",
+             "max_loss_pct": "10", "min_trading_days": 0}
+            for name in ("challenge", "verification")
+        ]
+    )  # fmt: skip
+    assert client.post("/v1/programs", json=program, headers=ADMIN).status_code == 201
+    phase1 = open_account(client, program["program_id"])["account_id"]
+    phase2 = str(next_account_id(UUID(phase1)))
+    funded = str(next_account_id(UUID(phase2)))
+    items = [
+        {"account_id": phase2, **trade_body("N-0", profit="5.00")},
+        {"account_id": phase1, **trade_body("P-1", profit="1000.00")},  # passes phase 1
+        {"account_id": phase2, **trade_body("N-1", profit="1000.00")},  # passes phase 2
+        {"account_id": funded, **trade_body("F-1", profit="7.00")},
+    ]
+    response = client.post("/v1/trades:batch", json={"trades": items}, headers=PLATFORM)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["result"] for r in results] == ["rejected", "created", "created", "created"]
+    assert results[0]["error"]["code"] == "unknown_account"
+    states = [client.get(f"/v1/accounts/{a}", headers=AUDITOR).json() for a in (phase2, funded)]
+    assert (states[0]["status"], states[0]["balance"]) == ("passed", "101000.00")
+    assert (states[1]["stage"], states[1]["balance"]) == ("funded", "100007.00")
 
 
 def test_a_batch_naming_one_account_in_two_spellings_applies_both_trades(
