@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ledger.config import Settings, sqlite_path
+from ledger.config import Settings, hide_password, sqlite_path
 
 
 class ConfigurationError(Exception):
@@ -206,14 +206,13 @@ def cmd_report_payouts(args: argparse.Namespace) -> int:
 
     from api.app import parse_range
     from ledger.app import PropLedger
-    from ledger.migrate import migrate
     from projections.payouts import payout_report, report_csv
     from projections.registry import default_projections
     from projections.runner import ProjectionRunner
     from projections.store import Database
 
     settings = _settings()
-    migrate(settings.database_url)
+    _existing_store("report payouts", settings.database_url)
     ledger = PropLedger(settings.database_url)
     database = Database(settings.database_url)
     try:
@@ -234,6 +233,20 @@ def cmd_report_payouts(args: argparse.Namespace) -> int:
             handle.write(text)
         print(f"wrote {len(report['rows'])} payouts to {args.output}", file=sys.stderr)
     return 0
+
+
+def _existing_store(label: str, database_url: str) -> None:
+    """Refuses a URL that names no propledger store (a mistyped path, an empty database):
+    reading one would create it and report an empty, clean ledger."""
+    from ledger.migrate import migrate, store_exists
+
+    if not store_exists(database_url):
+        where = sqlite_path(database_url) or hide_password(database_url)
+        raise SystemExit(
+            f"propledger {label}: no propledger store at {where} (PROPLEDGER_DATABASE_URL); "
+            "`propledger migrate` or `propledger serve` creates one"
+        )
+    migrate(database_url)  # an existing store is brought up to this version's schema
 
 
 def _progress(label: str) -> Any:
@@ -265,14 +278,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     from api.audit import verify
     from ledger.app import PropLedger
-    from ledger.migrate import migrate
     from projections.registry import default_projections
     from projections.runner import ProjectionRunner
     from projections.store import Database
 
     settings = _settings()
     anchor = _parse_anchor(args.anchor)
-    migrate(settings.database_url)
+    _existing_store("audit verify", settings.database_url)
     ledger = PropLedger(settings.database_url)
     database = Database(settings.database_url)
     try:
@@ -315,9 +327,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ledger.audit import export_log
 
     settings = _settings()
-    where = sqlite_path(settings.database_url)
-    if where is not None and not os.path.exists(where):
-        raise SystemExit(f"propledger export: no store at {where} (PROPLEDGER_DATABASE_URL)")
+    _existing_store("export", settings.database_url)
     if args.output == "-":
         count = export_log(settings.database_url, sys.stdout, progress=_progress("export"))
     else:
@@ -348,15 +358,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from projections.store import Database
 
     settings = _settings()
-    migrate(settings.database_url)
     try:
-        if args.input == "-":
-            count = replay_log(settings.database_url, sys.stdin, progress=_progress("replay"))
-        else:
-            with open(args.input, encoding="utf-8") as handle:
-                count = replay_log(settings.database_url, handle, progress=_progress("replay"))
-    except (ReplayError, OSError, ValueError) as error:
+        # Opened before anything is created: a missing file leaves no empty store behind.
+        handle = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
+    except OSError as error:
         raise SystemExit(f"propledger replay: {error}") from None
+    try:
+        migrate(settings.database_url)
+        count = replay_log(settings.database_url, handle, progress=_progress("replay"))
+    except ReplayError as error:
+        raise SystemExit(f"propledger replay: {error}") from None
+    except (OSError, ValueError) as error:
+        source = "standard input" if args.input == "-" else args.input
+        raise SystemExit(
+            f"propledger replay: {source} is not a propledger export (JSON Lines): {error}"
+        ) from None
+    finally:
+        if handle is not sys.stdin:
+            handle.close()
     ledger = PropLedger(settings.database_url)
     database = Database(settings.database_url)
     try:

@@ -49,6 +49,32 @@ def migrate(database_url: str) -> list[str]:
     return _migrate_postgres(env)
 
 
+def store_exists(database_url: str) -> bool:
+    """Whether the URL names a propledger store (one migrations have run on), without
+    creating anything: a file, a directory or a table."""
+    env = database_url_to_env(database_url)
+    if env["PERSISTENCE_MODULE"].endswith("sqlite"):
+        path = env["SQLITE_DBNAME"]
+        if path == ":memory:" or path.startswith("file:") or not Path(path).is_file():
+            return False
+        reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+            return reader.execute(query, ("schema_migrations",)).fetchone() is not None
+        finally:
+            reader.close()
+    with psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"],
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"] or None,
+        connect_timeout=10,
+    ) as connection:
+        row = connection.execute("SELECT to_regclass('schema_migrations')").fetchone()
+        return row is not None and row[0] is not None
+
+
 def _migrate_sqlite(path: str) -> list[str]:
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -206,29 +206,71 @@ def test_an_unreachable_database_is_one_plain_line_not_a_traceback(
     assert done.stdout == ""
 
 
-def test_export_of_a_missing_or_unmigrated_store_says_so_and_creates_nothing(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("export", "--output", "out.jsonl"),
+        ("audit", "verify"),
+        ("report", "payouts", "--output", "report.csv"),
+    ],
+)
+def test_reading_a_missing_or_unmigrated_store_says_so_and_creates_nothing(
+    tmp_path: Path, command: tuple[str, ...]
 ) -> None:
-    missing = tmp_path / "missing.db"
-    done = run_cli(
-        "export",
-        "--output",
-        str(tmp_path / "out.jsonl"),
-        cwd=tmp_path,
-        env={"PROPLEDGER_DATABASE_URL": sqlite_file_url(missing)},
-    )
+    """A mistyped path must not become an empty store reported clean (verify printed OK
+    over 0 events and exited 0; report wrote an empty CSV)."""
+    label = " ".join(command[:2]) if command[0] != "export" else "export"
+    missing = tmp_path / "nowhere" / "missing.db"
+    env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(missing)}
+    done = run_cli(*command, cwd=tmp_path, env=env)
     assert done.returncode == 1
-    assert f"no store at {missing}" in done.stderr
+    assert f"propledger {label}: no propledger store at {missing}" in done.stderr
+    assert "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
     empty = tmp_path / "empty.db"
     empty.touch()
     env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(empty)}
-    done = run_cli("export", "--output", str(tmp_path / "out.jsonl"), cwd=tmp_path, env=env)
+    done = run_cli(*command, cwd=tmp_path, env=env)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "propledger migrate" in done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]  # no partial export
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]  # no partial output
+    assert empty.stat().st_size == 0  # and no tables created in it
+
+
+@pytest.mark.postgres
+def test_verify_of_an_empty_postgresql_database_says_so_and_migrates_nothing(
+    tmp_path: Path, postgres_database_factory: Any
+) -> None:
+    import psycopg
+
+    with postgres_database_factory("cli_empty") as url:
+        done = run_cli("audit", "verify", cwd=tmp_path, env={"PROPLEDGER_DATABASE_URL": url})
+        assert done.returncode == 1, done.stderr
+        assert "no propledger store" in done.stderr
+        with psycopg.connect(url) as connection:
+            tables = connection.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+            ).fetchone()
+        assert tables == (0,)
+
+
+def test_replay_of_a_missing_or_non_json_input_creates_no_store(tmp_path: Path) -> None:
+    target = tmp_path / "target.db"
+    env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(target)}
+    done = run_cli("replay", "--input", str(tmp_path / "nope.jsonl"), cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "nope.jsonl" in done.stderr
+    assert not target.exists()
+
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("this is not an export\n")
+    done = run_cli("replay", "--input", str(garbage), cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"{garbage} is not a propledger export" in done.stderr
 
 
 def test_an_unwritable_output_and_an_inverted_period_are_plain_errors(tmp_path: Path) -> None:
