@@ -181,14 +181,18 @@ def verify_chain(
         previous_hash = GENESIS
         last_link_position = 0
         last_link_hash = GENESIS
+        versions = _StreamVersions()
         for position, event, chain_link in _merged(store, connection):
             if event is not None:
                 report.events += 1
                 if progress and report.events % PAGE == 0:
                     progress(report.events, total)
+                report.findings.extend(versions.check(position, event))
             finding = _check(position, event, chain_link, previous_hash)
             if finding is not None:
                 report.findings.append(finding)
+                if finding.kind == "event_missing":
+                    versions.named(finding)
             if chain_link is not None:
                 previous_hash = chain_link[3]
                 last_link_position = position
@@ -204,6 +208,59 @@ def verify_chain(
     if progress:
         progress(report.events, total)
     return report
+
+
+class _StreamVersions:
+    """Every stream's versions run 1, 2, 3... in log order. An event deleted together
+    with its link leaves no trace in the chain at its own position (the next link only
+    fails to follow), but its stream skips a version: that names the event that is gone,
+    stream and version, which the chain alone cannot."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+        self.reported: set[tuple[str, int]] = set()
+
+    def named(self, finding: Finding) -> None:
+        """An event the chain already named as deleted (its link is still there)."""
+        if finding.stream_id is not None and finding.version is not None:
+            self.reported.add((_stream(finding.stream_id), finding.version))
+
+    def check(self, position: int, event: Any) -> list[Finding]:
+        stream, version = _stream(event[1]), int(event[2])
+        last = self.last.get(stream, 0)
+        self.last[stream] = max(last, version)
+        if version == last + 1:
+            return []
+        name = stream_name(event[1])
+        if version <= last:
+            return [
+                Finding(
+                    "reordered",
+                    position,
+                    name,
+                    version,
+                    None,
+                    None,
+                    f"event {name} v{version} at position {position} comes after v{last} "
+                    "of its stream",
+                )
+            ]
+        gone = [v for v in range(last + 1, version) if (stream, v) not in self.reported]
+        if not gone:
+            return []
+        which = f"v{gone[0]}" if len(gone) == 1 else f"v{gone[0]}-v{gone[-1]}"
+        return [
+            Finding(
+                "event_missing",
+                None,
+                name,
+                gone[0],
+                None,
+                None,
+                f"event {name} {which} was deleted with its link (the stream goes from "
+                f"v{last} to v{version}, at position {position})",
+            )
+        ]
 
 
 def _paged(fetch: Callable[[int], list[tuple[Any, ...]]]) -> Iterator[tuple[Any, ...]]:

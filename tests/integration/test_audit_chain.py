@@ -382,6 +382,31 @@ def test_a_deleted_event_is_reported_missing_by_stream_version_and_position(
     assert f"event {named(breached)} v{target.version} at position {target.position}" in done.stderr
 
 
+def test_an_event_deleted_with_its_link_is_named_by_its_streams_missing_version(
+    original: Original, store: RawStore
+) -> None:
+    """Event and link both gone: the chain alone only sees that the next link does not
+    follow; the stream skipping a version names the event that is gone."""
+    breached = original.history.breached
+    rows = store.rows()
+    target = next(
+        row
+        for row in rows
+        if row.stream == breached and row.topic.endswith("TradeClosed") and row.version > 1
+    )
+    later = [row for row in rows if row.stream == breached and row.version > target.version]
+    assert later, "the test needs a later event of the same stream"
+    store.delete_events([target.position], with_links=True)
+
+    report = verify_chain(store.url)
+    missing = [f for f in report.findings if f.kind == "event_missing"]
+    assert [(f.stream_id, f.version) for f in missing] == [(named(breached), target.version)]
+    assert f"v{target.version} was deleted" in missing[0].message
+    # The first event after the gap still fails its link, as before.
+    after = next(row for row in rows if row.position > target.position)
+    assert any(f.position == after.position for f in report.findings if f.kind != "event_missing")
+
+
 def test_a_whole_deleted_stream_breaks_the_link_of_the_first_event_after_each_gap(
     original: Original, store: RawStore, tmp_path: Path
 ) -> None:
