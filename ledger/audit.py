@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import IO, Any, Protocol
 from uuid import UUID
 
@@ -193,6 +194,10 @@ def verify_chain(
                 report.findings.append(finding)
                 if finding.kind == "event_missing":
                     versions.named(finding)
+            elif event is not None and chain_link is not None:
+                moved = _check_recorded_at(position, event, chain_link[4])
+                if moved is not None:
+                    report.findings.append(moved)
             if chain_link is not None:
                 previous_hash = chain_link[3]
                 last_link_position = position
@@ -336,6 +341,47 @@ def _check(position: int, event: Any, chain_link: Any, previous_hash: str) -> Fi
         expected,
         found,
         f"event {stream_name(event[1])} v{int(event[2])} at position {position} {what}",
+    )
+
+
+# A link's `recorded_at` is written when its event is inserted, the event's own
+# `timestamp` (inside the hashed state) when the command saved it: the two are seconds
+# apart, minutes at most (a save waiting out the store's retries). `recorded_at` is not
+# hashed (it came after the chain's formula), so it is held to the hashed timestamp.
+RECORDED_AT_TOLERANCE = timedelta(minutes=15)
+_TIMESTAMP_MARK = b'"timestamp":{"_type_":"datetime_iso","_data_":"'
+
+
+def _check_recorded_at(position: int, event: Any, recorded_at: Any) -> Finding | None:
+    """A finding when the link's `recorded_at` is far from the event's own (hashed)
+    timestamp: the audit report counts events in a period by it."""
+    if recorded_at is None:
+        return None  # a link from before recorded_at existed
+    state = event[4]
+    data = state.encode() if isinstance(state, str) else bytes(state)
+    start = data.find(_TIMESTAMP_MARK)
+    if start < 0:
+        return None  # an encrypted or compressed state: nothing to compare with
+    start += len(_TIMESTAMP_MARK)
+    try:
+        stamped = datetime.fromisoformat(data[start : data.index(b'"', start)].decode())
+        recorded = datetime.fromisoformat(str(recorded_at))
+        off = abs(recorded - stamped) > RECORDED_AT_TOLERANCE
+    except (ValueError, TypeError):
+        off = True  # not a time at all
+    if not off:
+        return None
+    name = stream_name(event[1])
+    stamped_text = data[start : data.find(b'"', start)].decode(errors="replace")
+    return Finding(
+        "recorded_at_mismatch",
+        position,
+        name,
+        int(event[2]),
+        None,
+        str(recorded_at),
+        f"event {name} v{int(event[2])} at position {position}: its link says it was "
+        f"recorded at {recorded_at}, the event itself at {stamped_text}",
     )
 
 

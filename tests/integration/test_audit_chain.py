@@ -407,6 +407,24 @@ def test_an_event_deleted_with_its_link_is_named_by_its_streams_missing_version(
     assert any(f.position == after.position for f in report.findings if f.kind != "event_missing")
 
 
+def test_a_links_recorded_time_moved_to_another_period_is_found(
+    original: Original, store: RawStore
+) -> None:
+    """`recorded_at` (what the audit report counts events in a period by) is not part of
+    the link's hash; it is held to the event's own hashed timestamp instead."""
+    assert verify_chain(store.url).ok
+    target = store.rows()[len(store.rows()) // 2]
+    store.run(
+        "UPDATE event_chain SET recorded_at = ? WHERE position = ?",
+        ("2020-01-01T00:00:00.000000Z", target.position),
+    )
+    report = verify_chain(store.url)
+    assert [(f.kind, f.position, f.stream_id, f.version) for f in report.findings] == [
+        ("recorded_at_mismatch", target.position, named(target.stream), target.version)
+    ]
+    assert "2020-01-01T00:00:00.000000Z" in report.findings[0].message
+
+
 def test_a_whole_deleted_stream_breaks_the_link_of_the_first_event_after_each_gap(
     original: Original, store: RawStore, tmp_path: Path
 ) -> None:
