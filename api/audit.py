@@ -44,8 +44,9 @@ def verify(
     say("checking snapshots against a replay of their events")
     snapshots = verify_snapshots(ledger, database_url)
     live_runner = ProjectionRunner(ledger, live, projections)
+    logged = ledger.position()  # what every live projection must have reached
     try:
-        live_runner.wait_for(ledger.position(), timeout=30.0)
+        live_runner.wait_for(logged, timeout=30.0)
     except Exception as error:
         say(f"the live projections cannot catch up: {error}")
     results = {}
@@ -56,7 +57,9 @@ def verify(
         try:
             for projection in projections:
                 say(f"rebuilding {projection.name} from zero")
-                results[projection.name] = _check_projection(ledger, projection, live, scratch)
+                results[projection.name] = _check_projection(
+                    ledger, projection, live, scratch, logged
+                )
         finally:
             scratch.close()
     ok = chain.ok and snapshots.ok and all(not result["differences"] for result in results.values())
@@ -79,7 +82,7 @@ def verify(
 
 
 def _check_projection(
-    ledger: PropLedger, projection: Projection, live: Database, scratch: Database
+    ledger: PropLedger, projection: Projection, live: Database, scratch: Database, logged: int
 ) -> dict[str, Any]:
     """The live rows as of the position they reflect, against a replay to exactly there.
 
@@ -94,7 +97,21 @@ def _check_projection(
         # A stored event that no longer decodes (edited bytes) stops the replay.
         failure = {"problem": "rebuild_failed", "error": f"{type(error).__name__}: {error}"}
         return {"position": view.position, "differences": [failure]}
-    return {"position": view.position, "differences": compare(projection, view, scratch)}
+    differences = compare(projection, view, scratch)
+    if view.position < logged:
+        # Still behind after the wait: a projection that cannot apply an event stays
+        # there for good, and its rows agree with a replay to where it stopped.
+        differences.insert(
+            0,
+            {
+                "problem": "behind",
+                "position": view.position,
+                "log_position": logged,
+                "message": f"{projection.name} stopped at position {view.position}; the "
+                f"log had reached {logged} when verify began",
+            },
+        )
+    return {"position": view.position, "differences": differences}
 
 
 def stream_links(

@@ -153,3 +153,32 @@ def test_after_the_load_the_store_still_verifies_and_tampering_is_still_found(
     assert result["chain"]["ok"]
     differences = result["projections"]["account_board"]["differences"]
     assert [difference["problem"] for difference in differences] == ["different"]
+
+
+def test_a_projection_stuck_behind_the_log_is_a_finding(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A projection that cannot apply an event stops there for good, and its rows agree
+    with a replay to where it stopped: verify must still say it is not the log."""
+    ledger = PropLedger(database_url)
+    database = Database(database_url)
+    try:
+        ProjectionRunner(ledger, database, default_projections()).catch_up()
+        body = program_body()
+        ledger.define_program(body, "admin-ann")
+        ledger.purchase(purchase_body(body["program_id"]), "admin-ann")  # never projected
+        # The live workers cannot get past it (as with an event their store refuses).
+        monkeypatch.setattr(ProjectionRunner, "wait_for", lambda *_, **__: False)
+        result = verify(ledger, database_url, database, default_projections())
+        assert result["ok"] is False
+        behind = {
+            name: outcome["differences"][0]
+            for name, outcome in result["projections"].items()
+            if outcome["differences"]
+        }
+        assert "account_board" in behind
+        assert all(found["problem"] == "behind" for found in behind.values())
+        assert behind["account_board"]["log_position"] == ledger.position()
+    finally:
+        database.close()
+        ledger.close()
