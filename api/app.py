@@ -495,7 +495,11 @@ def _money_routes(app: FastAPI) -> None:
         # in: that moment is its `as_of`. A given one is echoed as written.
         asked_at = datetime.now(UTC).isoformat()
         position = _wait_for_projections(request)
-        balance = trial_balance(request.app.state.reports_db, instant)
+        balance = trial_balance(
+            request.app.state.reports_db,
+            instant,
+            until_position=position if instant is None else None,
+        )
         shown = with_plus(as_of) if as_of else asked_at
         return JSONResponse({"as_of": shown, **balance, "position": position})
 

@@ -100,10 +100,21 @@ def _money(minor: int, currency: str) -> str:
     return str(Money.from_minor_units(int(minor), currency).amount)
 
 
-def trial_balance(database: Database, as_of: datetime | None = None) -> dict[str, Any]:
-    where, params = "", list[Any]()
+def trial_balance(
+    database: Database, as_of: datetime | None = None, *, until_position: int | None = None
+) -> dict[str, Any]:
+    """The balances of every account code: of the entries booked by `as_of`, and/or of
+    the events up to log position `until_position` (what was recorded when a request
+    arrived: entries committed while it waited are not in the balance it labels with
+    its arrival)."""
+    clauses, params = [], list[Any]()
     if as_of is not None:
-        where, params = "WHERE e.booked_at <= ?", [instant_text(as_of)]
+        clauses.append("e.booked_at <= ?")
+        params.append(instant_text(as_of))
+    if until_position is not None:
+        clauses.append("e.position <= ?")
+        params.append(until_position)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = database.query(
         "SELECT l.account, l.currency, SUM(l.debit_minor) AS debit, SUM(l.credit_minor) AS credit "
         "FROM journal_lines l JOIN journal_entries e ON e.entry_id = l.entry_id "

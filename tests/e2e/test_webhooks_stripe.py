@@ -889,6 +889,24 @@ def test_the_trial_balance_as_of_an_instant_leaves_out_later_entries(client: Tes
     assert before_anything["totals"] == []
 
 
+def test_the_trial_balance_now_leaves_out_what_was_recorded_after_the_request_arrived(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Labelled with its arrival, the balance holds exactly what was recorded by then:
+    an entry committed while the request waited for the projections is not in it."""
+    trader_id = uid("trader-")
+    code = f"liabilities:trader_wallet:{trader_id}"
+    first = delivered(client, deposit(trader_id, 10000).checkout_completed())
+    delivered(client, deposit(trader_id, 2500).checkout_completed())
+    ledger = client.app.state.ledger  # type: ignore[attr-defined]
+    # As if the second deposit committed just after this request read the log position.
+    monkeypatch.setattr(ledger, "position", lambda: first["position"])
+    body = trial_balance(client)
+    assert_trial_balance_balances(body)
+    (row,) = [row for row in body["rows"] if row["account"] == code]
+    assert row["credit"] == "100.00"
+
+
 def test_the_ledger_is_read_by_finance_and_auditors_only(client: TestClient) -> None:
     for path in ("/v1/ledger/trial-balance", "/v1/ledger/entries", "/v1/payments/unallocated"):
         assert_error(client.get(path, headers=PLATFORM), 403)
