@@ -56,6 +56,10 @@ from ledger.grouping import TradeGrouper
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 12
+# A batch decides all its trades again on every collision, so writers posting single trades
+# to its accounts can keep beating it: after this many collisions it is applied in two
+# halves, in order, each retried (and halved) the same way.
+BATCH_ATTEMPTS = 4
 HOT_ACCOUNTS = 20_000  # accounts kept as last saved by this process
 SNAPSHOT_EVERY = 200  # account events between snapshots
 MAX_BATCH_TRADES = 1000
@@ -211,13 +215,13 @@ class PropLedger(Application[UUID]):
 
     # Helpers ------------------------------------------------------------------------
 
-    def _retrying(self, command: Callable[[], T]) -> T:
+    def _retrying(self, command: Callable[[], T], attempts: int = MAX_ATTEMPTS) -> T:
         """Runs `command` again when a concurrent writer won the race for an aggregate."""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             try:
                 return command()
             except (IntegrityError, _StaleRead):
-                if attempt == MAX_ATTEMPTS:
+                if attempt == attempts:
                     raise
                 time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))  # noqa: S311
         raise AssertionError("unreachable")
@@ -779,7 +783,24 @@ class PropLedger(Application[UUID]):
                 f"a batch holds at most {MAX_BATCH_TRADES} trades, got {len(items)}",
                 code="batch_too_large",
             )
-        return self._retrying(lambda: self._apply_batch(items, actor))
+        return self._apply_in_halves(items, actor)
+
+    def _apply_in_halves(
+        self, items: list[Any], actor: str | None
+    ) -> tuple[list[BatchResult], int | None]:
+        """The batch in one transaction; when concurrent writers to its accounts keep
+        winning, its two halves one after the other (each the same way), down to single
+        trades. Order is kept: every half sees what the halves before it saved (an account
+        a pass opened included), and a failed save stored nothing to redo."""
+        if len(items) <= 1:
+            return self._retrying(lambda: self._apply_batch(items, actor))
+        try:
+            return self._retrying(lambda: self._apply_batch(items, actor), BATCH_ATTEMPTS)
+        except (IntegrityError, _StaleRead):
+            half = len(items) // 2
+            first, first_position = self._apply_in_halves(items[:half], actor)
+            second, second_position = self._apply_in_halves(items[half:], actor)
+            return first + second, second_position or first_position
 
     def _apply_batch(
         self, items: list[Any], actor: str | None

@@ -188,3 +188,48 @@ def test_a_batch_retried_after_a_true_race_records_each_trade_once(
     finally:
         mine.close()
         other.close()
+
+
+def test_a_batch_that_keeps_losing_to_single_writers_is_applied_in_halves_in_order(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Single posts to a batch's accounts can commit between every try of a batch (each
+    try decides all its trades again): the batch did not get through in 12 tries and
+    answered 500. Now it is applied in halves, in order, down to what gets through; every
+    trade is recorded once and the reply is in the order given."""
+    migrate(url)
+    ledger = PropLedger(url)
+    try:
+        program = program_body(uid("halves-"))
+        ledger.define_program(program)
+        accounts = [
+            str(ledger.purchase(purchase_body(program["program_id"])).account.id) for _ in range(4)
+        ]
+        items = [item(accounts[n % 4], f"H-{n}", f"{n}.00") for n in range(12)]
+        real_save = ledger.save
+        saves: list[int] = []
+
+        def losing_save(*aggregates: Any, **kwargs: Any) -> Any:
+            # A save of more than two accounts always finds one taken by a single post.
+            if len(aggregates) > 2:
+                raise app_module.IntegrityError("originator_version taken (simulated)")
+            saves.append(len(aggregates))
+            return real_save(*aggregates, **kwargs)
+
+        monkeypatch.setattr(ledger, "save", losing_save)
+        results, position = ledger.record_trades_batch(items, "bridge")
+        assert [(r.account_id, r.trade_id, r.result) for r in results] == [
+            (entry["account_id"], entry["trade_id"], "created") for entry in items
+        ]
+        assert position == ledger.position()
+        assert saves
+        assert max(saves) <= 2
+        for index, account_id in enumerate(accounts):
+            recorded = [
+                event.trade["trade_id"]
+                for event in ledger.events.get(ledger.account(account_id).id)
+                if hasattr(event, "trade")
+            ]
+            assert recorded == [f"H-{n}" for n in range(index, 12, 4)]
+    finally:
+        ledger.close()
