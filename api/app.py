@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -455,7 +456,11 @@ def _routes(app: FastAPI) -> None:
         page = [event_view(event, links.get(event.originator_version)) for event in events]
         next_after = page[-1]["version"] if len(page) == limit else None
         return JSONResponse(
-            {"account_id": account_id, "events": page, "next_after_version": next_after}
+            {
+                "account_id": str(UUID(account_id)),  # as every reply spells it (found above)
+                "events": page,
+                "next_after_version": next_after,
+            }
         )
 
 

@@ -361,6 +361,10 @@ def test_an_accounts_events_carry_their_position_hash_and_actor(client: TestClie
 
     events = ok(client.get(f"/v1/accounts/{account_id}/events", headers=AUDITOR))["events"]
     assert [event["version"] for event in events] == [1, 2, 3, 4]
+    # Asked in another spelling, the reply names the account as every other reply does.
+    shouted = ok(client.get(f"/v1/accounts/{account_id.upper()}/events", headers=AUDITOR))
+    assert shouted["account_id"] == account_id
+    assert shouted["events"] == events
     links = {
         int(row["version"]): (int(row["position"]), row["hash"])
         for row in client.app.state.database.query(  # type: ignore[attr-defined]
