@@ -578,8 +578,8 @@ def run(sizes: Sizes, args: argparse.Namespace) -> dict[str, Any]:
         trades = Trades()
         book = Ledgerbook()
         log(f"starting {args.api} API processes and {args.projectors} projection workers")
-        fleet.start()
         try:
+            fleet.start()  # inside: processes started before a failure are stopped too
             with LagProbe(url) as probe:
                 log("batched ingestion")
                 batch = bench_batches(fleet, bridges, trades, sizes, probe, book)
