@@ -7,6 +7,7 @@ B0 = 100000.00 USD, profit target 10 % (110000.00), 4 minimum trading days, 5 % 
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,7 @@ from domain.account import TradingAccount
 from domain.errors import Conflict, InvalidInput
 from domain.ids import next_account_id
 from domain.money import Money
+from domain.program import ProgramDefinition
 from domain.trade import Trade, parse_equity_mark
 from tests.unit.builders import (
     ACCOUNT_ID,
@@ -25,6 +27,7 @@ from tests.unit.builders import (
     mark,
     open_account,
     parse_instant,
+    program_dict,
     replay,
     trade,
     trade_data,
@@ -586,3 +589,18 @@ def test_next_account_ids_are_derived_from_the_account_id() -> None:
     assert next_account_id(ACCOUNT_ID) == NEXT_ID
     assert isinstance(NEXT_ID, UUID)
     assert next_account_id(NEXT_ID) != NEXT_ID
+
+
+def test_accounts_pinned_to_one_program_version_share_its_parsed_definition() -> None:
+    """Loading a cold account parses the program its Opened event carries; an equal
+    definition of the same id and version is parsed once, anything else on its own."""
+    from domain.account import _pinned_program
+
+    data = ProgramDefinition.parse(program_dict()).to_dict()
+    first = _pinned_program(data, 1)
+    assert _pinned_program(copy.deepcopy(data), 1) is first
+    assert _pinned_program(data, 2) is not first  # another version
+    altered = copy.deepcopy(data)
+    altered["name"] = "Edited behind the program's back"
+    assert _pinned_program(altered, 1).name == "Edited behind the program's back"
+    assert replay(open_account()).program == open_account().program
