@@ -44,7 +44,9 @@ _EXPONENT_TWO = frozenset(
 _CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
 # ASCII digits only: `\d` and Decimal() also take other scripts' digits (Arabic-Indic...).
 _AMOUNT_PATTERN = re.compile(r"^[+-]?([0-9]+)(\.[0-9]+)?$")
-_MAX_INTEGER_DIGITS = 15  # 10^15 units: far above any real amount, far below Decimal's precision
+# 10^12 units (a trillion): far above any real amount, and far enough below 2^63 minor
+# units (9.2e18) that the journal's 64-bit sums of many such amounts cannot overflow.
+_MAX_INTEGER_DIGITS = 12
 
 
 def minor_unit_exponent(currency: str) -> int:

@@ -62,9 +62,21 @@ def stripe_exponent(currency: str) -> int:
     return 2
 
 
+# Stripe's own limit is eight digits of the minor unit (99,999,999); a thousand times
+# that is still far below what could overflow the journal's 64-bit sums of minor units.
+MAX_STRIPE_AMOUNT = 10**11
+
+
 def _money(amount: Any, currency: Any) -> Money:
     if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
         raise InvalidInput("a Stripe amount must be a non-negative integer", code="invalid_event")
+    if amount > MAX_STRIPE_AMOUNT:
+        # Refused before anything is recorded: a stored amount the journal cannot sum
+        # would stop its projection for good.
+        raise InvalidInput(
+            f"a Stripe amount of {amount} is out of range (at most {MAX_STRIPE_AMOUNT})",
+            code="invalid_event",
+        )
     if not isinstance(currency, str):
         raise InvalidInput("a Stripe amount needs a currency", code="invalid_event")
     code = check_currency(currency.upper())

@@ -911,3 +911,19 @@ def test_the_ledger_is_read_by_finance_and_auditors_only(client: TestClient) -> 
     for path in ("/v1/ledger/trial-balance", "/v1/ledger/entries", "/v1/payments/unallocated"):
         assert_error(client.get(path, headers=PLATFORM), 403)
         assert_error(client.get(path), 401)
+
+
+@pytest.mark.parametrize("amount", [2**63, 10**30, 10**11 + 1])
+def test_an_amount_the_journal_could_not_sum_is_refused_before_anything_is_recorded(
+    client: TestClient, amount: int
+) -> None:
+    """One stored amount of 2^63 stopped the journal projection for good (bigint out of
+    range on PostgreSQL, integer overflow on SQLite); 10^30 was a 500. Stripe's own
+    limit is eight digits; anything past 10^11 minor units is refused (422) unrecorded."""
+    position = client.get("/health").json()["position"]
+    payload = deposit(uid("trader-"), 100).checkout_completed()
+    payload["data"]["object"]["amount_total"] = amount
+    response = deliver(client, payload)
+    assert_error(response, 422, "invalid_event")
+    assert client.get("/health").json()["position"] == position
+    assert_trial_balance_balances(trial_balance(client))
