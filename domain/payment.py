@@ -114,6 +114,9 @@ class Payment(Aggregate):
         def apply(self, aggregate: Any) -> None:
             assert isinstance(aggregate, Payment)
             aggregate.funds_moves.add(f"{self.dispute_id}:{self.direction}")
+            if aggregate.amount is None or aggregate.amount.currency == self.currency:
+                sign = 1 if self.direction == "withdrawn" else -1
+                aggregate.charged_back += sign * self.amount
 
     class Allocated(Aggregate.Event):
         trader_id: str
@@ -140,6 +143,8 @@ class Payment(Aggregate):
         self.refunded_booked: Money | None = None
         self.disputes: dict[str, str] = {}
         self.funds_moves: set[str] = set()
+        # Dispute funds withdrawn and not reinstated, in the payment's currency.
+        self.charged_back = Decimal(0)
         self.allocated_account_id: str | None = None
 
     @classmethod
@@ -263,10 +268,17 @@ class Payment(Aggregate):
         """Finance matches an unallocated payment to a trader and program."""
         if self.purpose != UNALLOCATED or self.amount is None:
             raise Conflict(f"payment {self.payment_ref} is not unallocated", code="not_unallocated")
-        remaining = self.amount - (self.refunded_booked or Money.zero(self.amount.currency))
+        # What the firm still holds: neither refunded nor taken back by a chargeback (a
+        # chargeback's money is gone; allocating it would book revenue never kept).
+        remaining = (
+            self.amount
+            - (self.refunded_booked or Money.zero(self.amount.currency))
+            - Money(self.charged_back, self.amount.currency)
+        )
         if remaining.amount <= 0:
             raise Conflict(
-                f"payment {self.payment_ref} was refunded in full: nothing to allocate",
+                f"payment {self.payment_ref} was refunded or charged back in full: "
+                "nothing to allocate",
                 code="nothing_to_allocate",
             )
         self.trigger_event(

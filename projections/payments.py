@@ -16,7 +16,7 @@ _TOPIC_PREFIX = f"{Payment.__module__}:{Payment.__qualname__}."
 COLUMNS = (
     "payment_id", "processor", "payment_ref", "purpose", "trader_id", "program_id",
     "currency", "amount_minor", "refunded_minor", "disputes", "account_id", "received_at",
-    "updated_at",
+    "updated_at", "charged_back_minor",
 )  # fmt: skip
 
 
@@ -51,6 +51,7 @@ def _patch(row: dict[str, Any], event: Any) -> None:
             payment_ref=event.payment_ref,
             refunded_minor=row["refunded_minor"] or 0,
             disputes=row["disputes"] or "{}",
+            charged_back_minor=row["charged_back_minor"] or 0,
         )
     elif isinstance(event, Payment.Received):
         row.update(
@@ -66,6 +67,11 @@ def _patch(row: dict[str, Any], event: Any) -> None:
             int(row["refunded_minor"] or 0)
             + Money(Decimal(event.amount), event.currency).minor_units
         )
+    elif isinstance(event, Payment.DisputeFundsMoved):
+        if row["currency"] is None or row["currency"] == event.currency:
+            moved = Money(Decimal(event.amount), event.currency).minor_units
+            sign = 1 if event.direction == "withdrawn" else -1
+            row["charged_back_minor"] = int(row["charged_back_minor"] or 0) + sign * moved
     elif isinstance(event, Payment.DisputeChanged):
         disputes = json.loads(row["disputes"] or "{}")
         disputes[event.dispute_id] = event.status
@@ -91,6 +97,9 @@ def _shape(row: dict[str, Any]) -> dict[str, Any]:
         "refunded": None
         if currency is None
         else str(Money.from_minor_units(int(row["refunded_minor"]), currency).amount),
+        "charged_back": None
+        if currency is None
+        else str(Money.from_minor_units(int(row["charged_back_minor"] or 0), currency).amount),
         "disputes": json.loads(row["disputes"] or "{}"),
         "account_id": row["account_id"],
         "received_at": row["received_at"],
@@ -100,7 +109,7 @@ def _shape(row: dict[str, Any]) -> dict[str, Any]:
 def unallocated(database: Database, *, limit: int = 200) -> list[dict[str, Any]]:
     rows = database.query(
         f"SELECT {', '.join(COLUMNS)} FROM payment_board "
-        "WHERE purpose = ? AND amount_minor > refunded_minor "
+        "WHERE purpose = ? AND amount_minor > refunded_minor + charged_back_minor "
         "ORDER BY received_at, payment_id LIMIT ?",
         (UNALLOCATED, limit),
     )

@@ -775,6 +775,39 @@ def test_a_dispute_delivered_before_its_checkout_still_opens_the_account_suspend
     assert statuses(client, trader_id) == ["suspended"]
 
 
+def test_money_a_chargeback_took_from_an_unallocated_payment_cannot_be_allocated(
+    client: TestClient, program_id: str
+) -> None:
+    """A chargeback's money is gone: the unallocated list shows what is left (and drops a
+    payment with nothing left), and allocating it would book revenue the firm never kept."""
+    partly = sp.StripePayment(54000, "usd", {})
+    delivered(client, partly.checkout_completed())
+    dispute_id = sp.new_id("dp_")
+    delivered(client, partly.dispute_event("charge.dispute.created", dispute_id, amount=20000))
+    delivered(
+        client, partly.dispute_event("charge.dispute.funds_withdrawn", dispute_id, amount=20000)
+    )
+    listed = client.get("/v1/payments/unallocated", headers=FINANCE).json()["payments"]
+    (item,) = [item for item in listed if item["payment_id"] == partly.intent]
+    assert (item["amount"], item["charged_back"]) == ("540.00", "200.00")
+
+    whole = sp.StripePayment(54000, "usd", {})
+    delivered(client, whole.checkout_completed())
+    lost = sp.new_id("dp_")
+    for event_type in ("charge.dispute.created", "charge.dispute.funds_withdrawn"):
+        delivered(client, whole.dispute_event(event_type, lost))
+    delivered(client, whole.dispute_event("charge.dispute.closed", lost, status="lost"))
+    assert whole.intent not in unallocated_ids(client)
+    before = balances(client)
+    refused = client.post(
+        f"/v1/payments/{whole.intent}/allocate",
+        json={"trader_id": uid("trader-"), "program_id": program_id},
+        headers=FINANCE,
+    )
+    assert_error(refused, 409, "nothing_to_allocate")
+    assert balances(client) == before
+
+
 def test_allocating_a_disputed_payment_suspends_the_trader_and_every_account(
     client: TestClient, program_id: str
 ) -> None:
