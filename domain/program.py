@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass
 from datetime import time
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from domain.errors import DomainError, InvalidProgram
 from domain.money import Money, check_currency, parse_decimal
@@ -351,6 +352,13 @@ class _Parser:
             # OSError: a folder of the zone database ("Europe") is not a zone.
             self.problem("day_timezone", f"unknown IANA time zone {value!r}")
             return None
+        if not _is_iana_zone(value):
+            self.problem(
+                "day_timezone",
+                f"{value!r} is not an IANA time zone name (a file of this host's zone "
+                "database, whose meaning depends on the host)",
+            )
+            return None
         return value
 
     def day_start(self, value: Any) -> time | None:
@@ -475,3 +483,20 @@ class _Parser:
             if pct is not None:
                 tiers.append(SplitTier(after_payouts=after, profit_split_pct=pct))
         return tuple(tiers)
+
+
+# Files of a zone database that are not zones of the IANA list: `localtime` is the host's
+# own zone, `Factory` a placeholder, `posixrules` a template, `posix/` and `right/` copies
+# (the latter with leap seconds). A program's days must not depend on the server.
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+
+
+@lru_cache(maxsize=1)
+def _known_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _is_iana_zone(name: str) -> bool:
+    if name in _NOT_ZONES or name.startswith(("posix/", "right/")):
+        return False
+    return name in _known_zones()

@@ -164,6 +164,21 @@ def test_an_unknown_timezone_is_refused(zone: str) -> None:
     assert fields_of(data) == ["day_timezone"]
 
 
+@pytest.mark.parametrize(
+    "zone", ["localtime", "Factory", "posixrules", "right/UTC", "posix/Europe/Prague"]
+)
+def test_a_zone_database_file_that_is_no_iana_zone_is_refused(zone: str) -> None:
+    """`localtime` is the host's own zone: a program's days must not depend on the server."""
+    data = with_change(lambda d: d.update(day_timezone=zone))
+    assert fields_of(data) == ["day_timezone"]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Etc/GMT-2", "America/New_York", "Asia/Kolkata"])
+def test_iana_zones_are_accepted(zone: str) -> None:
+    data = with_change(lambda d: d.update(day_timezone=zone))
+    assert ProgramDefinition.parse(data).day_timezone == zone
+
+
 @pytest.mark.parametrize("zone", ["Europe", "America/Argentina"])
 def test_a_region_name_that_is_not_a_zone_is_refused_as_an_unknown_timezone(zone: str) -> None:
     data = with_change(lambda d: d.update(day_timezone=zone))
