@@ -207,7 +207,9 @@ class Payment(Aggregate):
         if not self.is_received or self.refunded_reported is None or self.amount is None:
             return None
         booked = self.refunded_booked or Money.zero(self.amount.currency)
-        due = self.refunded_reported - booked
+        # Never more than was paid: a processor's cumulative figure beyond the payment's
+        # amount books the rest of the payment only.
+        due = self.refunded_reported.min(self.amount) - booked
         if due.amount <= 0:
             return None
         debit = {

@@ -136,6 +136,18 @@ def test_cumulative_refund_reports_in_order_book_the_difference_each_time() -> N
     }
 
 
+def test_a_refund_reported_beyond_the_payment_books_the_payment_and_no_more() -> None:
+    payment = new_payment()
+    receive_challenge(payment)  # 540.00
+    booked(payment)
+    assert payment.report_refund(usd("999.00"), "evt_refund_too_much") == usd("540.00")
+    assert payment.report_refund(usd("1200.00"), "evt_refund_more") is None
+    assert net(booked(payment)) == {
+        "revenue:refunds": Decimal("540.00"),
+        "assets:processor": Decimal("-540.00"),
+    }
+
+
 def test_a_refund_of_a_deposit_leaves_the_traders_wallet() -> None:
     payment = new_payment()
     payment.receive(
