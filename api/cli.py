@@ -53,6 +53,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.jwt_secret()
     except ValueError as error:
         raise ConfigurationError(f"invalid configuration: {error}") from None
+    if args.demo and settings.is_production:
+        # Demo staff tokens signed with the production key would let anyone reading the
+        # logs request and approve payouts.
+        raise ConfigurationError("--demo is for development: PROPLEDGER_ENV is production")
     _check_can_listen(args.host, args.port)
     applied = migrate(settings.database_url)
     if applied:
@@ -448,6 +452,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
     settings = _settings()
+    if settings.is_production:
+        raise ConfigurationError("demo is for development: PROPLEDGER_ENV is production")
     secret, source = _demo_secret(settings)
     try:
         until = parse_until(args.until) if args.until else None
@@ -496,6 +502,7 @@ def _serve_demo(settings: Settings, base_url: str) -> None:
         )
         print("\n".join(summary.lines()), file=sys.stderr)
     except DemoError as error:
+        # Development only (production refuses --demo): tokens to sign in again.
         print(f"propledger: no demo built ({error}); serving the store as it is", file=sys.stderr)
     print("\n".join(_demo_tokens(settings, base_url)), file=sys.stderr, flush=True)
 

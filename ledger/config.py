@@ -7,7 +7,7 @@ import re
 import secrets
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +17,12 @@ logger = logging.getLogger("propledger")
 DEFAULT_DATABASE_URL = "sqlite:///./var/propledger.db"
 MIN_SECRET_BYTES = 32
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "please-change-me"}
+# Words of the placeholders found in tutorials and templates ("your-256-bit-secret" is
+# jwt.io's): a key containing one is not a real random key.
+_PLACEHOLDER_WORDS = (
+    "change_me", "change-me", "changeme", "replace", "your-", "your_", "insert",
+    "placeholder", "dev-secret", "example", "256-bit-secret", "<", ">",
+)  # fmt: skip
 # scheme://user:PASSWORD@host: the user part runs to the last '@' before the path.
 _URL_USERINFO = re.compile(r"(://[^:/@\s'\"]*):[^/\s'\"]*@")
 _PASSWORD_PARAM = re.compile(r"(password\s*=\s*)[^&\s'\"]+", re.IGNORECASE)
@@ -55,6 +61,15 @@ class Settings(BaseSettings):
         database_url_to_env(value)
         return value
 
+    @field_validator("propledger_replica_url")
+    @classmethod
+    def _check_replica(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if database_url_to_env(value)["PERSISTENCE_MODULE"] != "eventsourcing.postgres":
+            raise ValueError("a read replica is a PostgreSQL database: postgresql://...")
+        return value
+
     @property
     def database_url(self) -> str:
         return self.propledger_database_url
@@ -67,10 +82,14 @@ class Settings(BaseSettings):
         """The HS256 key. In development a missing one is generated once into ./var/."""
         secret = self.propledger_jwt_secret
         if secret:
+            # The key is the text without surrounding whitespace, as checked (a Secret made
+            # from a file often ends in a newline), and as the key file is read.
             stripped = secret.strip()
+            lowered = stripped.lower()
             weak = (
                 len(stripped.encode()) < MIN_SECRET_BYTES
-                or stripped.lower().startswith(tuple(_PLACEHOLDER_SECRETS))
+                or lowered.startswith(tuple(_PLACEHOLDER_SECRETS))
+                or any(word in lowered for word in _PLACEHOLDER_WORDS)
                 or len(set(stripped)) < 8  # "xxxxxxxx...": long, but no key
             )
             if weak and self.is_production:
@@ -78,7 +97,7 @@ class Settings(BaseSettings):
                     f"PROPLEDGER_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes of a "
                     "real random key, not a placeholder, in production"
                 )
-            return secret
+            return stripped
         if self.is_production:
             raise ValueError("PROPLEDGER_JWT_SECRET is required in production")
         path = Path("var") / "jwt-secret"
@@ -112,6 +131,7 @@ def database_url_to_env(url: str) -> dict[str, str]:
         dbname = parts.path.lstrip("/")
         if not dbname:
             raise ValueError("a PostgreSQL URL needs a database: postgresql://user@host:5432/db")
+        _check_query(parts.query)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": unquote(dbname),
@@ -129,6 +149,24 @@ def database_url_to_env(url: str) -> dict[str, str]:
     raise ValueError(
         f"unsupported database URL {hide_password(url)!r}: use sqlite:///PATH or postgresql://..."
     )
+
+
+# Query parameters a PostgreSQL URL may carry: the event store's connections are made
+# from the URL's parts, so any other parameter would be dropped without a word (an
+# `sslmode=verify-full` silently lost its certificate check). libpq's environment
+# variables (PGSSLMODE, PGSSLROOTCERT, PGOPTIONS...) apply to every connection instead.
+_HARMLESS_QUERY = {("sslmode", "disable"), ("sslmode", "allow"), ("sslmode", "prefer")}
+
+
+def _check_query(query: str) -> None:
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if (name, value) in _HARMLESS_QUERY or name == "application_name":
+            continue
+        raise ValueError(
+            f"the PostgreSQL URL's parameter {name}={value if name != 'password' else '***'} "
+            "is not applied from the URL: set it through libpq's environment "
+            "(PGSSLMODE, PGSSLROOTCERT, PGCONNECT_TIMEOUT, PGOPTIONS...) instead"
+        )
 
 
 def hide_password(text: str) -> str:

@@ -163,6 +163,15 @@ def test_migrate_with_a_bad_database_url_fails_with_a_plain_error(tmp_path: Path
     assert "Traceback" not in done.stderr
 
 
+def test_a_bad_replica_url_is_one_plain_line_without_its_password(tmp_path: Path) -> None:
+    env = {"PROPLEDGER_REPLICA_URL": "mysql://bridge:hunter2@db/ledger"}
+    done = run_cli("migrate", cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert done.stderr.startswith("propledger migrate: invalid configuration: ")
+    assert "hunter2" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_serve_on_a_port_in_use_is_one_plain_line_before_anything_runs(tmp_path: Path) -> None:
     import socket
 

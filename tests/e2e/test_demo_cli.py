@@ -222,3 +222,19 @@ def test_serve_demo_builds_a_firm_then_serves_it_with_sign_in_tokens(
     assert "no demo built (the store already holds" in log
     assert "demo firm:" not in log
     assert set(_tokens(log)) == {"fiona", "arthur", "ada"}
+
+
+@pytest.mark.parametrize("command", [("demo",), ("serve", "--demo", "--port", "1")])
+def test_the_demo_is_refused_in_production_and_prints_no_tokens(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """Demo staff tokens signed with the production key would let anyone reading the logs
+    request and approve payouts."""
+    key = "Pr0d-" + "k" * 8 + "0123456789abcdefghijklmnopqrstuvwxyz"
+    env = {**_environment(tmp_path / "store.db", PROPLEDGER_ENV="production")}
+    env["PROPLEDGER_JWT_SECRET"] = key
+    done = run_cli(*command, cwd=tmp_path, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "is for development: PROPLEDGER_ENV is production" in done.stderr
+    assert "eyJ" not in done.stdout + done.stderr  # no token
+    assert not (tmp_path / "store.db").exists()

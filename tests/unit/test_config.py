@@ -24,3 +24,62 @@ from ledger.config import hide_password
 )
 def test_a_password_is_hidden_wherever_a_message_holds_it(text: str, shown: str) -> None:
     assert hide_password(text) == shown
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["sslmode=verify-full&sslrootcert=/ca.pem", "sslmode=require", "options=-c%20x=1", "host=/x"],
+)
+def test_a_postgresql_url_parameter_that_would_be_dropped_is_refused(query: str) -> None:
+    """The event store connects from the URL's parts: a parameter it would not apply (an
+    sslmode=verify-full silently losing its certificate check) is refused instead."""
+    from ledger.config import database_url_to_env
+
+    with pytest.raises(ValueError, match="environment"):
+        database_url_to_env(f"postgresql://u@h/db?{query}")
+
+
+@pytest.mark.parametrize("query", ["", "sslmode=disable", "sslmode=prefer", "application_name=x"])
+def test_harmless_postgresql_url_parameters_are_accepted(query: str) -> None:
+    from ledger.config import database_url_to_env
+
+    assert database_url_to_env(f"postgresql://u@h/db?{query}")["POSTGRES_DBNAME"] == "db"
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "your-256-bit-secret-your-256-bit-secret",
+        "CHANGE_ME_CHANGE_ME_CHANGE_ME_CHANGE_ME",
+        "replace-me-with-a-long-random-string-please",
+        "<insert-your-jwt-secret-here-32-bytes-min>",
+        "placeholder-placeholder-placeholder-x",
+        "dev-secret-dev-secret-dev-secret-dev-secret",
+    ],
+)
+def test_a_placeholder_jwt_secret_stops_production(secret: str) -> None:
+    from ledger.config import Settings
+
+    settings = Settings(propledger_env="production", propledger_jwt_secret=secret)
+    with pytest.raises(ValueError, match="placeholder"):
+        settings.jwt_secret()
+
+
+def test_the_jwt_secret_is_used_as_checked_without_surrounding_whitespace() -> None:
+    from ledger.config import Settings
+
+    key = "k3Y-" + "0123456789abcdefghijklmnopqrstuvwxyzABCD"
+    settings = Settings(propledger_env="production", propledger_jwt_secret=f"  {key}\n")
+    assert settings.jwt_secret() == key
+
+
+def test_a_read_replica_must_be_a_postgresql_url() -> None:
+    from pydantic import ValidationError
+
+    from ledger.config import Settings
+
+    with pytest.raises(ValidationError, match="unsupported database URL 'mysql://u:\\*\\*\\*@h"):
+        Settings(propledger_replica_url="mysql://u:hunter2@h/db")
+    with pytest.raises(ValidationError, match="PostgreSQL"):
+        Settings(propledger_replica_url="sqlite:///x.db")
+    assert Settings(propledger_replica_url="").propledger_replica_url is None
