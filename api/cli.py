@@ -137,13 +137,14 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_project(args: argparse.Namespace) -> int:
     from api.logwatch import log_watcher_for
     from ledger.app import PropLedger
-    from ledger.migrate import migrate
     from projections.registry import default_projections
     from projections.runner import ProjectionRunner
     from projections.store import Database
 
     settings = _settings()
-    migrate(settings.database_url)
+    # A worker pointed at a database with no store (a mistyped URL) would create one and
+    # follow its empty log for ever: it says so instead. The schema is the migration's job.
+    _existing_store("project", settings.database_url)
     ledger = PropLedger(settings.database_url)
     database = Database(settings.database_url)
     runner = ProjectionRunner(ledger, database, default_projections(), batch_size=args.batch_size)

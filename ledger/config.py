@@ -66,8 +66,7 @@ class Settings(BaseSettings):
     def _check_replica(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        if database_url_to_env(value)["PERSISTENCE_MODULE"] != "eventsourcing.postgres":
-            raise ValueError("a read replica is a PostgreSQL database: postgresql://...")
+        database_url_to_env(value)  # a URL the stores understand, checked at start-up
         return value
 
     @property

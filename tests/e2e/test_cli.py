@@ -221,6 +221,7 @@ def test_an_unreachable_database_is_one_plain_line_not_a_traceback(
         ("export", "--output", "out.jsonl"),
         ("audit", "verify"),
         ("report", "payouts", "--output", "report.csv"),
+        ("project", "--once"),
     ],
 )
 def test_reading_a_missing_or_unmigrated_store_says_so_and_creates_nothing(
@@ -228,7 +229,7 @@ def test_reading_a_missing_or_unmigrated_store_says_so_and_creates_nothing(
 ) -> None:
     """A mistyped path must not become an empty store reported clean (verify printed OK
     over 0 events and exited 0; report wrote an empty CSV)."""
-    label = " ".join(command[:2]) if command[0] != "export" else "export"
+    label = " ".join(command[:2]) if command[0] in ("audit", "report") else command[0]
     missing = tmp_path / "nowhere" / "missing.db"
     env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(missing)}
     done = run_cli(*command, cwd=tmp_path, env=env)

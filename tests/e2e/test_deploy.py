@@ -35,6 +35,8 @@ def test_the_manifests_run_migrations_api_workers_and_a_disruption_budget() -> N
     assert container(found["Job/propledger-migrate"])["args"] == ["migrate"]
     api = found["Deployment/propledger-api"]
     assert container(api)["readinessProbe"]["httpGet"]["path"] == "/health"
+    # Not /health (it checks the store): a database outage must not restart every pod.
+    assert "tcpSocket" in container(api)["livenessProbe"]
     assert env_names(api)["PROPLEDGER_PROJECTIONS"]["value"] == "external"
     assert "PROPLEDGER_REPLICA_URL" in env_names(api)
     workers = found["Deployment/propledger-projections"]
