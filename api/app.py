@@ -312,7 +312,12 @@ def _routes(app: FastAPI) -> None:
             # that cannot be reached answers 503 then, not after the event store's own
             # retries (ten, each waiting for a connection).
             runner: ProjectionRunner = request.app.state.runner
-            projections = runner.positions(timeout=HEALTH_PROBE_SECONDS)  # one query
+            try:
+                projections = runner.positions(timeout=HEALTH_PROBE_SECONDS)  # one query
+            except Exception:
+                # The pool may still be waiting out its reconnection backoff after an
+                # outage: ask the database on a connection of its own before saying 503.
+                projections = runner.positions(timeout=HEALTH_PROBE_SECONDS, fresh=True)
             position = _ledger(request).position()
         except Exception as error:
             logger.warning("health check failed: %s", error)

@@ -102,16 +102,17 @@ class ProjectionRunner:
         )
         return int(rows[0]["position"]) if rows else 0
 
-    def positions(self, *, timeout: float | None = None) -> dict[str, int]:
+    def positions(self, *, timeout: float | None = None, fresh: bool = False) -> dict[str, int]:
         """Every projection's tracked position, in one query (0 when not tracked yet);
-        `timeout`: at most this long waiting for a connection (Database.transaction)."""
+        `timeout`: at most this long waiting for a connection (Database.transaction);
+        `fresh`: on a connection of its own (Database.query_fresh), not the pool's."""
         names = [projection.name for projection in self.projections]
         marks = ", ".join("?" for _ in names)
-        rows = self.database.query(
-            f"SELECT projection, position FROM projection_tracking WHERE projection IN ({marks})",
-            names,
-            timeout=timeout,
-        )
+        sql = f"SELECT projection, position FROM projection_tracking WHERE projection IN ({marks})"
+        if fresh:
+            rows = self.database.query_fresh(sql, names, timeout=timeout or 3.0)
+        else:
+            rows = self.database.query(sql, names, timeout=timeout)
         found = {row["projection"]: int(row["position"]) for row in rows}
         return {name: found.get(name, 0) for name in names}
 

@@ -65,6 +65,7 @@ class Database:
                 password=unquote(parts.password) if parts.password else None,
                 connect_timeout=10,
             )
+            self._conninfo = conninfo
             self._pool = ConnectionPool(
                 conninfo,
                 min_size=1,
@@ -141,6 +142,20 @@ class Database:
     ) -> list[dict[str, Any]]:
         with self.transaction(write=False, timeout=timeout) as cursor:
             return cursor.execute(sql, params)
+
+    def query_fresh(
+        self, sql: str, params: Sequence[Any] = (), *, timeout: float = 3.0
+    ) -> list[dict[str, Any]]:
+        """`query` on a connection of its own, not the pool's. After an outage the pool
+        retries its connections with a doubling delay (a minute's outage: the next try up
+        to half a minute after the database is back); a probe of reachability asks the
+        database itself."""
+        if self._pool is None:
+            return self.query(sql, params)
+        with psycopg.connect(
+            self._conninfo, connect_timeout=max(1, round(timeout)), row_factory=dict_row
+        ) as connection:
+            return _PostgresCursor(connection.cursor()).execute(sql, params)
 
 
 class _SQLiteCursor:

@@ -774,3 +774,24 @@ def test_an_unreachable_store_is_503_with_retry_after_and_health_says_so_in_seco
         accepted = client.post(f"/v1/accounts/{account_id}/trades", json=trade, headers=platform)
         assert accepted.status_code == 201, accepted.text
         assert accepted.json()["balance"] == "100010.00"  # once
+
+
+def test_health_asks_the_database_itself_when_the_pool_is_still_backing_off(
+    fault_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an outage the projections' pool retries with a doubling delay: /health
+    stayed 503 for 30-40 s after the database was back (black-box audit) while the API
+    already served. A pool that cannot hand out a connection is not the store."""
+    import psycopg_pool
+
+    with TestClient(make_app(fault_db), raise_server_exceptions=False) as client:
+        database = client.app.state.runner.database  # type: ignore[attr-defined]
+
+        def backing_off(*_: Any, **__: Any) -> Any:
+            raise psycopg_pool.PoolTimeout("couldn't get a connection after 3.00 sec")
+
+        monkeypatch.setattr(database, "query", backing_off)
+        health = client.get("/health")
+        assert health.status_code == 200, health.text
+        assert health.json()["store"] == "ok"
+        assert set(health.json()["projections"]) >= {"account_board", "journal"}
