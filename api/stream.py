@@ -595,7 +595,14 @@ def _ending_message(ending: Ending, position: int) -> dict[str, Any]:
 
 # Tokens in URLs ----------------------------------------------------------------------------
 
-_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"']+")
+# Any query parameter naming a token (`token`, `access_token`, `TOKEN`...), and anything
+# shaped like a JWT wherever it appears.
+_TOKEN_IN_QUERY = re.compile(r"([?&][^=&\s\"']*token=)[^&\s\"']+", re.IGNORECASE)
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def _redacted(text: str) -> str:
+    return _JWT.sub("[redacted]", _TOKEN_IN_QUERY.sub(r"\1[redacted]", text))
 
 
 class _RedactTokens(logging.Filter):
@@ -604,11 +611,10 @@ class _RedactTokens(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                _TOKEN_IN_QUERY.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in record.args
+                _redacted(arg) if isinstance(arg, str) else arg for arg in record.args
             )
-        if isinstance(record.msg, str) and "token=" in record.msg:
-            record.msg = _TOKEN_IN_QUERY.sub(r"\1[redacted]", record.msg)
+        if isinstance(record.msg, str):
+            record.msg = _redacted(record.msg)
         return True
 
 

@@ -81,3 +81,23 @@ def test_a_read_replica_url_is_checked_with_the_configuration() -> None:
     with pytest.raises(ValidationError, match="unsupported database URL 'mysql://u:\\*\\*\\*@h"):
         Settings(propledger_replica_url="mysql://u:hunter2@h/db")
     assert Settings(propledger_replica_url="").propledger_replica_url is None
+
+
+@pytest.mark.parametrize(
+    ("logged", "shown"),
+    [
+        ("GET /v1/stream?token=eyJa.eyJb.sig HTTP/1.1", "GET /v1/stream?token=[redacted] HTTP/1.1"),
+        ("GET /x?access_token=abc&y=1", "GET /x?access_token=[redacted]&y=1"),
+        ("GET /x?TOKEN=abc", "GET /x?TOKEN=[redacted]"),
+        ("Bearer eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl seen", "Bearer [redacted] seen"),
+        ("GET /v1/accounts/abc?as_of=2026-01-01", "GET /v1/accounts/abc?as_of=2026-01-01"),
+    ],
+)
+def test_tokens_never_reach_the_server_log(logged: str, shown: str) -> None:
+    import logging
+
+    from api.stream import _RedactTokens
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, "%s", (logged,), None)
+    assert _RedactTokens().filter(record)
+    assert record.getMessage() == shown
