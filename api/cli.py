@@ -25,12 +25,16 @@ class ConfigurationError(Exception):
 
 
 def _settings() -> Settings:
+    settings: Settings = _validated(Settings)
+    return settings
+
+
+def _validated(kind: Any) -> Any:
+    """`kind()` (a settings class), its problems summed up on one line."""
     from pydantic import ValidationError
 
-    from ledger.config import hide_password
-
     try:
-        return Settings()
+        return kind()
     except ValidationError as error:
         problems = [
             f"{'.'.join(str(part) for part in item['loc']).upper()}: {item['msg']}"
@@ -46,9 +50,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.stream import StreamSettings
     from ledger.migrate import migrate
 
     settings = _settings()
+    _validated(StreamSettings)  # read again by the app: bad values stop it before it starts
     try:
         settings.jwt_secret()
     except ValueError as error:
@@ -190,10 +196,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
     from api.relay import RelaySettings, run_relay
 
     settings = _settings()
-    try:
-        relay_settings = RelaySettings()
-    except Exception as error:
-        raise SystemExit(f"propledger relay: invalid configuration: {error}") from None
+    relay_settings = _validated(RelaySettings)
     if not relay_settings.propledger_nats_url:
         raise SystemExit(
             "propledger relay: PROPLEDGER_NATS_URL is not set (e.g. nats://127.0.0.1:4222); "

@@ -444,3 +444,19 @@ def test_serve_with_two_workers_answers_from_both_processes(tmp_path: Path) -> N
             _, errors = server.communicate()
     # uvicorn names each worker process it starts.
     assert errors.count("Started server process") >= 2, errors[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("PROPLEDGER_STREAM_QUEUE_SIZE", "0"), ("PROPLEDGER_STREAM_MAX_CLIENTS", "abc")],
+)
+def test_a_bad_stream_setting_stops_serve_with_one_line_before_it_serves(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(tmp_path / "s.db"), variable: value}
+    done = run_cli("serve", "--port", "1", cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert done.stderr.startswith("propledger serve: invalid configuration: ")
+    assert variable in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "serving on" not in done.stderr
