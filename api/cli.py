@@ -88,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Several processes on one port, each building the app from the environment; the
         # API is stateless and in-process projection workers may run in each (a page
         # commits only once, whichever process gets there first).
-        uvicorn.run("api.app:create_app", factory=True, workers=args.workers, **options)
+        uvicorn.run("api.cli:served_app", factory=True, workers=args.workers, **options)
     else:
         uvicorn.run(create_app(settings), **options)
     return 0
@@ -673,8 +673,21 @@ def _shown_url() -> str:
         return "?"
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def served_app() -> Any:
+    """The app as each process of `serve --workers N` builds it: uvicorn starts them
+    afresh, without the logging `main` configured, and their access log (propledger.access)
+    went nowhere."""
+    from api.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    return create_app()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     args = build_parser().parse_args(argv)
     words = [args.command, getattr(args, args.command, None)]  # `report payouts`
     label = " ".join(word for word in words if isinstance(word, str))

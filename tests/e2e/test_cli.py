@@ -444,6 +444,8 @@ def test_serve_with_two_workers_answers_from_both_processes(tmp_path: Path) -> N
             _, errors = server.communicate()
     # uvicorn names each worker process it starts.
     assert errors.count("Started server process") >= 2, errors[-2000:]
+    # And each worker keeps the service's own access log.
+    assert "propledger.access" in errors, errors[-2000:]
 
 
 @pytest.mark.parametrize(
