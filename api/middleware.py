@@ -77,7 +77,9 @@ class TokenBuckets:
     def take(self, key: str, *, platform: bool) -> float:
         """Takes one token; returns 0 when allowed, else seconds until one is available."""
         rate = self.limits.platform_per_second if platform else self.limits.default_per_second
-        burst = self.limits.platform_burst if platform else self.limits.default_burst
+        # At least one request's worth: a burst below 1 (a limit under 0.25/s times its
+        # burst factor) would never let a request through.
+        burst = max(1.0, self.limits.platform_burst if platform else self.limits.default_burst)
         now = time.monotonic()
         with self._lock:
             tokens, stamp = self._buckets.get(key, (burst, now))

@@ -101,3 +101,13 @@ def test_tokens_never_reach_the_server_log(logged: str, shown: str) -> None:
     record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, "%s", (logged,), None)
     assert _RedactTokens().filter(record)
     assert record.getMessage() == shown
+
+
+def test_a_rate_limit_below_one_request_in_four_seconds_still_lets_requests_through() -> None:
+    """The burst is the rate times a factor; below 1 a bucket never held a whole request."""
+    from api.middleware import RateLimits, TokenBuckets
+
+    buckets = TokenBuckets(RateLimits(default_per_second=0.05, default_burst=0.2))
+    assert buckets.take("someone", platform=False) == 0.0  # the first request passes
+    wait = buckets.take("someone", platform=False)
+    assert 19.0 < wait <= 20.0  # then one every 20 s, and Retry-After says so
