@@ -50,7 +50,9 @@ class Program(Aggregate):
         """Record a new version; False (nothing recorded) when the definition is unchanged."""
         if definition.program_id != self.definition.program_id:
             raise ValueError("a program's id cannot change")
-        if definition.to_dict() == self.definition.to_dict():
+        # Compared as values: "8" and "8.0" are the same percentage, "100000" and
+        # "100000.00" the same balance, so writing one differently is no new version.
+        if definition == self.definition:
             return False
         self.trigger_event(self.Revised, definition=definition.to_dict(), actor=actor)
         return True

@@ -3,6 +3,7 @@ on an SQLite file and on PostgreSQL, through FastAPI's TestClient."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -88,6 +89,13 @@ def test_an_admin_defines_a_program_and_the_same_body_again_changes_nothing(
     again = client.post("/v1/programs", json=body, headers=ADMIN)
     assert again.status_code == 200, again.text
     assert again.json()["version"] == 1
+    # The same values written differently are the same definition, no new version.
+    respelled = copy.deepcopy(body)
+    respelled["phases"][0]["profit_target_pct"] = "10.0"
+    respelled["initial_balance"] = "100000"
+    same = client.post("/v1/programs", json=respelled, headers=ADMIN)
+    assert same.status_code == 200, same.text
+    assert same.json()["version"] == 1
 
     fetched = client.get(f"/v1/programs/{body['program_id']}", headers=PLATFORM)
     assert fetched.status_code == 200
