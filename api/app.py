@@ -33,7 +33,13 @@ from api.auth import (
     Principal,
 )
 from api.console import install_console
-from api.errors import ERROR_RESPONSES, ApiError, StoreWaitTimeout, envelope
+from api.errors import (
+    ERROR_RESPONSES,
+    STORE_RETRY_AFTER_SECONDS,
+    ApiError,
+    StoreWaitTimeout,
+    envelope,
+)
 from api.idempotency import IdempotencyMiddleware, IdempotencyStore
 from api.middleware import RateLimits, RequestContext
 from api.schemas import (
@@ -321,7 +327,12 @@ def _routes(app: FastAPI) -> None:
             position = _ledger(request).position()
         except Exception as error:
             logger.warning("health check failed: %s", error)
-            return envelope(503, "store_unreachable", "the event store cannot be reached")
+            return envelope(
+                503,
+                "store_unreachable",
+                "the event store cannot be reached",
+                headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
+            )
         return JSONResponse(
             {"status": "ok", "store": "ok", "position": position, "projections": projections}
         )

@@ -742,6 +742,7 @@ def test_an_unreachable_store_is_503_with_retry_after_and_health_says_so_in_seco
                 assert time.monotonic() - started < 15
                 assert health.status_code == 503, health.text
                 assert health.json()["error"]["code"] == "store_unreachable"
+                assert health.headers["Retry-After"] == "5"
             finally:
                 admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         wait_until(lambda: client.get("/health").status_code == 200, 60, "/health back")
