@@ -348,8 +348,17 @@ def _routes(app: FastAPI) -> None:
         return _created(reply, created=changed)
 
     @app.get("/v1/programs/{program_id}", tags=["programs"])
-    def get_program(program_id: str, request: Request, _: AnyRole) -> JSONResponse:
-        return JSONResponse(plain(program_view(_ledger(request).program(program_id))))
+    def get_program(
+        program_id: str,
+        request: Request,
+        _: AnyRole,
+        version: Annotated[
+            int | None,
+            Query(ge=1, le=2**31, description="an earlier version (accounts pin theirs)"),
+        ] = None,
+    ) -> JSONResponse:
+        program = _ledger(request).program(program_id, version)
+        return JSONResponse(plain(program_view(program)))
 
     @app.post("/v1/purchases", tags=["purchases"], status_code=201)
     def purchase(body: PurchaseCreate, request: Request, principal: AdminOrFinance) -> JSONResponse:

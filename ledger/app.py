@@ -332,8 +332,20 @@ class PropLedger(Application[UUID]):
     def account(self, account_id: str) -> TradingAccount:
         return self._get(_parse_uuid(account_id, "account"), TradingAccount, "account", account_id)
 
-    def program(self, program_id: str) -> Program:
-        return self._get(program_id_to_uuid(program_id), Program, "program", program_id)
+    def program(self, program_id: str, version: int | None = None) -> Program:
+        """The program, or its definition as it was at `version` (the version an account
+        pins and is judged by)."""
+        program = self._get(program_id_to_uuid(program_id), Program, "program", program_id)
+        if version is None or version == program.version:
+            return program
+        if not 1 <= version < program.version:
+            raise NotFound(
+                f"program {program_id} has no version {version} (it is at {program.version})",
+                code="unknown_program_version",
+            )
+        earlier: Any = self.repository.get(program.id, version=version)
+        assert isinstance(earlier, Program)
+        return earlier
 
     # Programs -----------------------------------------------------------------------
 

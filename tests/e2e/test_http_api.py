@@ -118,6 +118,15 @@ def test_a_changed_program_body_records_version_2(client: TestClient) -> None:
     fetched = client.get(f"/v1/programs/{body['program_id']}", headers=AUDITOR).json()
     assert fetched["version"] == 2
     assert fetched["name"] == "Classic 100k (2026 rules)"
+    # The rules an account opened on version 1 is judged by stay readable.
+    first = client.get(
+        f"/v1/programs/{body['program_id']}", params={"version": 1}, headers=AUDITOR
+    ).json()
+    assert (first["version"], first["name"]) == (1, body["name"])
+    missing = client.get(
+        f"/v1/programs/{body['program_id']}", params={"version": 3}, headers=AUDITOR
+    )
+    assert_error(missing, 404, "unknown_program_version")
 
 
 def test_only_an_admin_may_define_a_program(client: TestClient) -> None:
