@@ -8,7 +8,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 
 from domain import journal
-from domain.errors import InvalidInput
+from domain.errors import Conflict, InvalidInput
 from domain.events import RecordsActor
 from domain.ids import program_id_to_uuid, trader_id_to_uuid
 from domain.money import Money
@@ -171,7 +171,13 @@ class Trader(Aggregate):
         )
 
     def pay_from_wallet(self, amount: Money, purchase_id: str) -> None:
-        """A challenge paid from the wallet; refused when the wallet is short."""
+        """A challenge paid from the wallet; refused when the wallet is short, or while the
+        trader is suspended (a disputed deposit may be the very money being spent)."""
+        if self.is_suspended:
+            raise Conflict(
+                f"trader {self.trader_id} is suspended: the wallet cannot be spent",
+                code="trader_suspended",
+            )
         balance = self.wallet_balance(amount.currency)
         if balance < amount:
             raise InvalidInput(

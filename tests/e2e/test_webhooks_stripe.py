@@ -408,6 +408,27 @@ def test_a_wallet_purchase_larger_than_the_wallet_is_refused_and_books_nothing(
     assert_error(missing, 404)
 
 
+def test_a_suspended_traders_wallet_cannot_be_spent_until_the_dispute_is_won(
+    client: TestClient, program_id: str
+) -> None:
+    """A dispute on a deposit suspends its trader; the disputed money may be the very
+    money a wallet purchase would spend."""
+    trader_id = uid("trader-")
+    payment = deposit(trader_id, 60000)
+    delivered(client, payment.checkout_completed())
+    dispute_id = sp.new_id("dp_")
+    delivered(client, payment.dispute_event("charge.dispute.created", dispute_id))
+    before = balances(client)
+    body = purchase_body(program_id, trader_id=trader_id, method="wallet", amount="540.00")
+    assert_error(client.post("/v1/purchases", json=body, headers=FINANCE), 409, "trader_suspended")
+    assert balances(client) == before
+    assert wallet(client, trader_id) == Decimal("600.00")
+
+    delivered(client, payment.dispute_event("charge.dispute.closed", dispute_id, status="won"))
+    assert client.post("/v1/purchases", json=body, headers=FINANCE).status_code == 201
+    assert wallet(client, trader_id) == Decimal("60.00")
+
+
 def test_a_deposit_reported_by_both_checkout_and_payment_intent_is_credited_once(
     client: TestClient,
 ) -> None:
