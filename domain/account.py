@@ -532,17 +532,28 @@ class TradingAccount(Aggregate):
             now=now,
         )
 
-    def request_payout(self, payout_id: str, *, now: datetime, trader_suspended: bool) -> Breakdown:
-        """Checks every condition at once; the breakdown is fixed here."""
+    def request_payout(
+        self,
+        payout_id: str,
+        *,
+        now: datetime,
+        trader_suspended: bool,
+        fee_kept: Money | None = None,
+    ) -> Breakdown:
+        """Checks every condition at once; the breakdown is fixed here. `fee_kept`: what
+        the firm kept of the purchase's payment (paid, less refunds and chargebacks), when
+        known in the fee's currency: the fee refunded is the program's fee, but never
+        more than that (a purchase paid 0, or refunded, has no fee to give back)."""
         reasons = self.payout_eligibility(now=now, trader_suspended=trader_suspended).reasons()
         if reasons:
             raise PayoutRefused(
                 f"account {self.id} cannot be paid out now: {', '.join(reasons)}",
                 details={"reasons": reasons},
             )
-        split = breakdown(
-            self.state.profit, self.program.funded_terms, self.approved_payouts, self.program.fee
-        )
+        fee = self.program.fee
+        if fee_kept is not None and fee_kept.currency == fee.currency:
+            fee = fee.min(fee_kept.max(Money.zero(fee.currency)))
+        split = breakdown(self.state.profit, self.program.funded_terms, self.approved_payouts, fee)
         self.trigger_event(self.PayoutRequested, payout_id=payout_id, board=self.board())
         return split
 

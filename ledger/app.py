@@ -678,7 +678,10 @@ class PropLedger(Application[UUID]):
             now = self.clock()
             payout_id = uuid5(NAMESPACE, f"payout/{account.id}/{account.version}")
             split = account.request_payout(
-                str(payout_id), now=now, trader_suspended=trader.is_suspended
+                str(payout_id),
+                now=now,
+                trader_suspended=trader.is_suspended,
+                fee_kept=self._fee_kept(account),
             )
             payout = Payout.request(
                 payout_id=payout_id,
@@ -692,6 +695,26 @@ class PropLedger(Application[UUID]):
             return payout, self._save(payout, account)
 
         return self._retrying(command)
+
+    def _fee_kept(self, account: TradingAccount) -> Money | None:
+        """What the firm kept of the payment that bought this account's challenge (its
+        first phase's purchase): the amount paid, less refunds and chargebacks for a
+        processor payment. None when the purchase is not recorded."""
+        first = account
+        while first.previous_account_id is not None:
+            first = self.account(first.previous_account_id)
+        purchase = first.purchase
+        if not purchase or purchase.get("amount") is None:
+            return None
+        paid = Money(Decimal(str(purchase["amount"])), str(purchase["currency"]))
+        purchase_id = str(purchase.get("purchase_id") or "")
+        if purchase.get("method") != "processor" or not purchase_id.startswith("stripe:"):
+            return paid
+        payment = self._payment(purchase_id.removeprefix("stripe:"))
+        if payment is None or payment.amount is None or payment.amount.currency != paid.currency:
+            return paid
+        refunded = payment.refunded_booked or Money.zero(paid.currency)
+        return paid - refunded - Money(payment.charged_back, paid.currency)
 
     def approve_payout(self, payout_id: str, approver: str) -> PayoutReply:
         """Approve, withdraw the profit and book the entry, all in one save."""

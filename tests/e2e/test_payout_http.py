@@ -156,13 +156,15 @@ def trade(client: TestClient, account_id: str, profit: str) -> dict[str, Any]:
     return reply
 
 
-def phase_account(client: TestClient, program_id: str, trader_id: str) -> str:
+def phase_account(
+    client: TestClient, program_id: str, trader_id: str, amount: str = "540.00"
+) -> str:
     body = {
         "purchase_id": uid("pur-"),
         "trader_id": trader_id,
         "program_id": program_id,
         "method": "manual",
-        "amount": "540.00",
+        "amount": amount,
         "currency": "USD",
     }
     response = client.post("/v1/purchases", json=body, headers=FINANCE)
@@ -1053,3 +1055,20 @@ def test_a_malformed_body_on_a_payout_request_or_approval_is_400_and_changes_not
     )
     approved = client.post(f"/v1/payouts/{payout['payout_id']}/approve", json={}, headers=APPROVER)
     assert approved.status_code == 200, approved.text
+
+
+@pytest.mark.parametrize(("paid", "refunded"), [("0", "0.00"), ("300.00", "300.00")])
+def test_the_fee_refunded_is_never_more_than_the_purchase_paid(
+    client: TestClient, program_id: str, paid: str, refunded: str
+) -> None:
+    """The program's fee (540.00), but not a fee the firm never received: a challenge
+    bought for 0 (recorded by finance, booking nothing) or at a discount gives back what
+    was paid."""
+    trader_id = uid("trader-")
+    phase = phase_account(client, program_id, trader_id, amount=paid)
+    passed = trade(client, phase, "1000.00")
+    funded_id = str(passed["next_account_id"])
+    trade(client, funded_id, "1000.00")
+    payout = request_payout(client, funded_id, trader_headers(trader_id))
+    assert payout["fee_refund"] == refunded
+    assert payout["total"] == f"{Decimal('800.00') + Decimal(refunded):.2f}"

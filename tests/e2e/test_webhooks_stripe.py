@@ -981,3 +981,43 @@ def test_an_amount_the_journal_could_not_sum_is_refused_before_anything_is_recor
     assert_error(response, 422, "invalid_event")
     assert client.get("/health").json()["position"] == position
     assert_trial_balance_balances(trial_balance(client))
+
+
+def test_a_challenge_fee_refunded_at_stripe_is_not_refunded_again_with_the_first_payout(
+    client: TestClient,
+) -> None:
+    """The fee came back to the trader through Stripe already: the first payout adds no
+    fee refund (it would be the fee paid back twice); a partial refund leaves the rest."""
+    body = program_body(
+        phases=[
+            {"name": "challenge", "profit_target_pct": "1", "max_daily_loss_pct": "5",
+             "max_loss_pct": "10", "min_trading_days": 0}
+        ],
+        funded={"max_daily_loss_pct": "5", "max_loss_pct": "10", "profit_split_pct": "80",
+                "first_payout_after_days": 0, "payout_interval_days": 0,
+                "min_payout": "50.00", "refund_fee_with_first_payout": True},
+    )  # fmt: skip
+    assert client.post("/v1/programs", json=body, headers=ADMIN).status_code == 201
+    fees = {}
+    for refunded_cents in (54000, 14000):
+        trader_id = uid("trader-")
+        payment = challenge(trader_id, body["program_id"])
+        delivered(client, payment.checkout_completed())
+        delivered(client, payment.refunded(refunded_cents))
+        (phase,) = trader_accounts(client, trader_id)
+        platform = auth("platform", sub="bridge")
+        passed = client.post(
+            f"/v1/accounts/{phase['account_id']}/trades",
+            json=trade_body(profit="1000.00"),
+            headers=platform,
+        ).json()
+        funded_id = passed["next_account_id"]
+        client.post(
+            f"/v1/accounts/{funded_id}/trades", json=trade_body(profit="1000.00"), headers=platform
+        )
+        asked = client.post(
+            f"/v1/accounts/{funded_id}/payouts", headers=auth("finance", sub="fin-fee")
+        )
+        assert asked.status_code == 201, asked.text
+        fees[refunded_cents] = asked.json()["fee_refund"]
+    assert fees == {54000: "0.00", 14000: "400.00"}
