@@ -28,10 +28,10 @@ EXPENSES_PROFIT_SHARE = "expenses:profit_share"
 
 
 def is_trader_id(text: str) -> bool:
-    """Whether `text` can name a trader in account codes: no ':' (codes are read as
-    `liabilities:trader_wallet:{trader_id}`, and a filter by a code takes its children,
-    so `T1` must not reach `T1:x`'s lines) and no control characters."""
-    return ":" not in text and text.isprintable()
+    """Whether `text` can name a trader in account codes: printable text (no NUL or
+    other control characters). A ':' is fine ("mt5:1001"): a trader's code is a leaf to
+    the entries filter."""
+    return text.isprintable()
 
 
 def trader_wallet(trader_id: str) -> str:

@@ -145,6 +145,12 @@ def trial_balance(
     }
 
 
+# Codes followed by a trader id (`liabilities:trader_wallet:{trader_id}`...).
+_PER_TRADER = tuple(
+    f"{parent}:" for parent in ("liabilities:trader_wallet", "liabilities:trader_payable")
+)
+
+
 def entry_lines(
     database: Database, *, account: str | None, after: str | None, limit: int
 ) -> list[dict[str, Any]]:
@@ -156,9 +162,16 @@ def entry_lines(
     params: list[Any] = []
     if account:
         code = account.rstrip(":")
-        under = code.replace("%", r"\%").replace("_", r"\_") + ":%"
-        clauses.append("(l.account = ? OR l.account LIKE ? ESCAPE '\\')")
-        params.extend([code, under])
+        if code.startswith(_PER_TRADER) and not account.endswith(":"):
+            # A trader's own code is a leaf: a trader id may hold ':' ("mt5:1001"), and
+            # 'liabilities:trader_wallet:T1' must not reach 'T1:x's lines. Its children
+            # only when asked for with a trailing ':'.
+            clauses.append("l.account = ?")
+            params.append(code)
+        else:
+            under = code.replace("%", r"\%").replace("_", r"\_") + ":%"
+            clauses.append("(l.account = ? OR l.account LIKE ? ESCAPE '\\')")
+            params.extend([code, under])
     if after:
         position, _, line_no = after.partition(".")
         # Past the largest position a store can hold is past the end: an empty page, not

@@ -638,22 +638,32 @@ def test_a_checkout_naming_an_unknown_program_is_booked_as_unallocated(
     assert trader_accounts(client, trader_id) == []
 
 
-def test_a_trader_id_that_cannot_be_part_of_an_account_code_is_refused_or_unallocated(
-    client: TestClient, program_id: str
+def test_a_trader_id_with_a_colon_is_its_own_account_code_and_control_characters_are_not(
+    client: TestClient,
 ) -> None:
-    """`liabilities:trader_wallet:{trader_id}`: a ':' in the id would make `T1`'s code
-    a parent of `T1:x`'s. A purchase naming one is refused; a payment naming one is booked
-    unallocated, not dropped and not to a wallet."""
+    """`liabilities:trader_wallet:{trader_id}` with trader ids "T1" and "T1:x": filtered by
+    T1's code, only T1's lines (a trader's code is a leaf); with a trailing ':' the code
+    and those under it. An id with a control character names no trader (refused, or unallocated)."""
+    base = uid("mt5-")
+    for trader_id in (base, f"{base}:7"):
+        delivered(client, deposit(trader_id, 10000).checkout_completed())
+    code = f"liabilities:trader_wallet:{base}"
+
+    def accounts_of(query: str) -> set[str]:
+        reply = client.get("/v1/ledger/entries", params={"account": query}, headers=AUDITOR)
+        assert reply.status_code == 200, reply.text
+        return {line["account"] for line in reply.json()["entries"]}
+
+    assert accounts_of(code) == {code}
+    assert accounts_of(code + ":") == {code, code + ":7"}
+    assert {code, code + ":7"} <= accounts_of("liabilities:trader_wallet")
+
     refused = client.post(
-        "/v1/purchases",
-        json=purchase_body(program_id, trader_id="T1:evil"),
-        headers=FINANCE,
+        "/v1/purchases", json=purchase_body(uid("p-"), trader_id="T1\u0007"), headers=FINANCE
     )
     assert_error(refused, 422, "invalid_input")
-    assert refused.json()["error"]["details"] == {"field": "trader_id"}
-    payment = challenge("T2:evil", program_id)
-    reply = delivered(client, payment.checkout_completed())
-    assert reply["outcome"] == "unallocated"
+    payment = challenge("T2\u0007", uid("p-"))
+    assert delivered(client, payment.checkout_completed())["outcome"] == "unallocated"
     assert payment.intent in unallocated_ids(client)
 
 
