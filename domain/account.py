@@ -70,7 +70,7 @@ def _pinned_program(data: dict[str, Any], version: int) -> ProgramDefinition:
     known = _PARSED_PROGRAMS.get(key)
     if known is not None and known[0] == data:
         return known[1]
-    definition = ProgramDefinition.parse(data)
+    definition = ProgramDefinition.parse(data, stored=True)
     if len(_PARSED_PROGRAMS) >= _PARSED_PROGRAMS_MAX:
         _PARSED_PROGRAMS.clear()
     _PARSED_PROGRAMS[key] = (copy.deepcopy(data), definition)
@@ -531,6 +531,12 @@ class TradingAccount(Aggregate):
             payout_interval_days=terms.payout_interval_days,
             now=now,
         )
+
+    @property
+    def refunds_fee_next(self) -> bool:
+        """Whether the next payout adds the purchase fee (the first, when the program
+        says so)."""
+        return self.program.funded_terms.refund_fee_with_first_payout and not self.approved_payouts
 
     def request_payout(
         self,

@@ -32,10 +32,10 @@ class Program(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             assert isinstance(aggregate, Program)
-            aggregate.definition = ProgramDefinition.parse(self.definition)
+            aggregate.definition = ProgramDefinition.parse(self.definition, stored=True)
 
     def __init__(self, definition: dict[str, Any]) -> None:
-        self.definition = ProgramDefinition.parse(definition)
+        self.definition = ProgramDefinition.parse(definition, stored=True)
 
     @classmethod
     def define(cls, definition: ProgramDefinition, actor: str | None = None) -> Program:

@@ -31,7 +31,7 @@ def is_trader_id(text: str) -> bool:
     """Whether `text` can name a trader in account codes: printable text (no NUL or
     other control characters). A ':' is fine ("mt5:1001"): a trader's code is a leaf to
     the entries filter."""
-    return text.isprintable()
+    return text.isprintable() and not text.endswith(":")
 
 
 def trader_wallet(trader_id: str) -> str:

@@ -17,7 +17,7 @@ from dateutil.relativedelta import relativedelta
 from eventsourcing.domain import Aggregate
 
 from domain import journal
-from domain.errors import Conflict, DomainError
+from domain.errors import Conflict, DomainError, InvalidInput
 from domain.money import Money
 from domain.program import FundedTerms
 
@@ -154,6 +154,18 @@ def breakdown(profit: Money, terms: FundedTerms, approved_payouts: int, fee: Mon
     )
 
 
+def _storable(text: str, field: str) -> None:
+    """Free text the stores can hold: PostgreSQL refuses NUL, and a recorded one would
+    stop the projections for good (the console's forms reach here without the API's
+    check of JSON bodies)."""
+    if "\x00" in text:
+        raise InvalidInput(
+            f"{field} must not contain the NUL character",
+            code="invalid_input",
+            details={"field": field},
+        )
+
+
 class Payout(Aggregate):
     class Requested(Aggregate.Created):
         account_id: str
@@ -275,10 +287,12 @@ class Payout(Aggregate):
         )
 
     def reject(self, approver: str, reason: str) -> None:
+        _storable(reason, "reason")
         self._require(REQUESTED, "rejected")
         self.trigger_event(self.Rejected, rejected_by=approver, reason=reason)
 
     def mark_paid(self, by: str, reference: str, at: datetime) -> None:
+        _storable(reference, "reference")
         self._require(APPROVED, "marked paid")
         payable = journal.trader_payable(self.trader_id)
         totals = list(self.breakdown.totals.values())

@@ -681,7 +681,7 @@ class PropLedger(Application[UUID]):
                 str(payout_id),
                 now=now,
                 trader_suspended=trader.is_suspended,
-                fee_kept=self._fee_kept(account),
+                fee_kept=self._fee_kept(account) if account.refunds_fee_next else None,
             )
             payout = Payout.request(
                 payout_id=payout_id,
@@ -828,7 +828,12 @@ class PropLedger(Application[UUID]):
         trades. Order is kept: every half sees what the halves before it saved (an account
         a pass opened included), and a failed save stored nothing to redo."""
         if len(items) <= 1:
-            return self._retrying(lambda: self._apply_batch(items, actor))
+            try:
+                return self._retrying(lambda: self._apply_batch(items, actor))
+            except (IntegrityError, _StaleRead):
+                # Earlier halves may be saved already: this one trade is answered as not
+                # applied (send it again) rather than the whole batch as a failure.
+                return [_busy(item) for item in items], None
         try:
             return self._retrying(lambda: self._apply_batch(items, actor), BATCH_ATTEMPTS)
         except (IntegrityError, _StaleRead):
@@ -982,6 +987,20 @@ class PropLedger(Application[UUID]):
         return list(self.events.get(account.id, gt=after_version, lte=after_version + limit))
 
 
+def _busy(item: Any) -> BatchResult:
+    account_id = item.get("account_id") if isinstance(item, dict) else None
+    trade_id = item.get("trade_id") if isinstance(item, dict) else None
+    error = Conflict(
+        "the account was written by others on every try: send this trade again",
+        code="busy",
+    )
+    return _rejected(
+        account_id if isinstance(account_id, str) else "",
+        trade_id if isinstance(trade_id, str) else None,
+        error,
+    )
+
+
 def _canonical_id(value: str) -> str:
     try:
         return str(UUID(value))
@@ -1076,7 +1095,8 @@ def _external_id(value: Any, field_name: str) -> str:
         )
     if field_name == "trader_id" and not journal.is_trader_id(value):
         raise InvalidInput(
-            "trader_id must be printable text (no control characters): it is part of "
+            "trader_id must be printable text (no control characters, not ending in ':'): "
+            "it is part of "
             "ledger account codes such as liabilities:trader_wallet:{trader_id}",
             code="invalid_input",
             details={"field": field_name},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 from pathlib import Path
@@ -17,12 +18,15 @@ logger = logging.getLogger("propledger")
 DEFAULT_DATABASE_URL = "sqlite:///./var/propledger.db"
 MIN_SECRET_BYTES = 32
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "please-change-me"}
-# Words of the placeholders found in tutorials and templates ("your-256-bit-secret" is
-# jwt.io's): a key containing one is not a real random key.
-_PLACEHOLDER_WORDS = (
-    "change_me", "change-me", "changeme", "replace", "your-", "your_", "insert",
-    "placeholder", "dev-secret", "example", "256-bit-secret", "<", ">",
-)  # fmt: skip
+# Placeholders found in tutorials and templates ("your-256-bit-secret" is jwt.io's): a
+# word of theirs at the start of the key or after a separator, or a key in <angle
+# brackets>. Random keys (any alphabet) do not take these shapes but by a fluke no key
+# generator makes in practice.
+_PLACEHOLDER_SHAPE = re.compile(
+    r"(^|[-_ .])(your[-_ ]|change[-_ ]?me|replace[-_ ]?me|insert[-_ ]|placeholder|"
+    r"dev[-_ ]secret|example[-_ ]|256[-_ ]bit[-_ ]secret)|^<.*>$",
+    re.IGNORECASE,
+)
 # scheme://user:PASSWORD@host: the user part runs to the last '@' before the path.
 _URL_USERINFO = re.compile(r"(://[^:/@\s'\"]*):[^/\s'\"]*@")
 _PASSWORD_PARAM = re.compile(r"(password\s*=\s*)[^&\s'\"]+", re.IGNORECASE)
@@ -88,7 +92,7 @@ class Settings(BaseSettings):
             weak = (
                 len(stripped.encode()) < MIN_SECRET_BYTES
                 or lowered.startswith(tuple(_PLACEHOLDER_SECRETS))
-                or any(word in lowered for word in _PLACEHOLDER_WORDS)
+                or _PLACEHOLDER_SHAPE.search(stripped) is not None
                 or len(set(stripped)) < 8  # "xxxxxxxx...": long, but no key
             )
             if weak and self.is_production:
@@ -130,11 +134,11 @@ def database_url_to_env(url: str) -> dict[str, str]:
         dbname = parts.path.lstrip("/")
         if not dbname:
             raise ValueError("a PostgreSQL URL needs a database: postgresql://user@host:5432/db")
-        _check_query(parts.query)
+        query = _query_parameters(parts.query)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": unquote(dbname),
-            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+            "POSTGRES_HOST": parts.hostname or query.get("host") or "127.0.0.1",
             "POSTGRES_PORT": str(parts.port or 5432),
             "POSTGRES_USER": unquote(parts.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(parts.password or ""),
@@ -150,22 +154,37 @@ def database_url_to_env(url: str) -> dict[str, str]:
     )
 
 
-# Query parameters a PostgreSQL URL may carry: the event store's connections are made
-# from the URL's parts, so any other parameter would be dropped without a word (an
-# `sslmode=verify-full` silently lost its certificate check). libpq's environment
-# variables (PGSSLMODE, PGSSLROOTCERT, PGOPTIONS...) apply to every connection instead.
-_HARMLESS_QUERY = {("sslmode", "disable"), ("sslmode", "allow"), ("sslmode", "prefer")}
+# libpq parameters a PostgreSQL URL may carry (`?sslmode=verify-full&sslrootcert=...`, as
+# managed databases hand them out). The event store's connections are made from the URL's
+# parts, so each is applied through libpq's environment variable for it, which every
+# connection of the process reads (one set wins: the first URL read, or what the
+# environment already says). `host` is the server's address or socket directory.
+_LIBPQ_ENVIRONMENT = {
+    "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY", "sslcrl": "PGSSLCRL", "channel_binding": "PGCHANNELBINDING",
+    "gssencmode": "PGGSSENCMODE", "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "options": "PGOPTIONS", "application_name": "PGAPPNAME",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+}  # fmt: skip
 
 
-def _check_query(query: str) -> None:
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if (name, value) in _HARMLESS_QUERY or name == "application_name":
-            continue
-        raise ValueError(
-            f"the PostgreSQL URL's parameter {name}={value if name != 'password' else '***'} "
-            "is not applied from the URL: set it through libpq's environment "
-            "(PGSSLMODE, PGSSLROOTCERT, PGCONNECT_TIMEOUT, PGOPTIONS...) instead"
-        )
+def _query_parameters(query: str) -> dict[str, str]:
+    """The URL's libpq parameters, applied; an unknown one is refused rather than dropped
+    without a word (a silently lost sslmode=verify-full drops the certificate check)."""
+    found = dict(parse_qsl(query, keep_blank_values=True))
+    for name, value in found.items():
+        if name == "host":
+            continue  # the address, taken as the URL's own host
+        variable = _LIBPQ_ENVIRONMENT.get(name)
+        if variable is None:
+            shown = "***" if "password" in name else value
+            raise ValueError(
+                f"the PostgreSQL URL's parameter {name}={shown} is not one propledger applies "
+                f"({', '.join(sorted(_LIBPQ_ENVIRONMENT))}, host): set it through libpq's "
+                "environment instead"
+            )
+        os.environ.setdefault(variable, value)
+    return found
 
 
 def hide_password(text: str) -> str:

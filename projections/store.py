@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import psycopg
 from psycopg.rows import dict_row
@@ -59,7 +59,7 @@ class Database:
             self.dialect = "postgres"
             conninfo = psycopg.conninfo.make_conninfo(
                 dbname=unquote(parts.path.lstrip("/")),
-                host=parts.hostname or "127.0.0.1",
+                host=parts.hostname or dict(parse_qsl(parts.query)).get("host") or "127.0.0.1",
                 port=parts.port or 5432,
                 user=unquote(parts.username or "postgres"),
                 password=unquote(parts.password) if parts.password else None,

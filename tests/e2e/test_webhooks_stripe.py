@@ -658,10 +658,11 @@ def test_a_trader_id_with_a_colon_is_its_own_account_code_and_control_characters
     assert accounts_of(code + ":") == {code, code + ":7"}
     assert {code, code + ":7"} <= accounts_of("liabilities:trader_wallet")
 
-    refused = client.post(
-        "/v1/purchases", json=purchase_body(uid("p-"), trader_id="T1\u0007"), headers=FINANCE
-    )
-    assert_error(refused, 422, "invalid_input")
+    for bad in ("T1\u0007", "T1:"):  # a control character; a trailing ':' (no leaf code)
+        refused = client.post(
+            "/v1/purchases", json=purchase_body(uid("p-"), trader_id=bad), headers=FINANCE
+        )
+        assert_error(refused, 422, "invalid_input")
     payment = challenge("T2\u0007", uid("p-"))
     assert delivered(client, payment.checkout_completed())["outcome"] == "unallocated"
     assert payment.intent in unallocated_ids(client)

@@ -233,3 +233,37 @@ def test_a_batch_that_keeps_losing_to_single_writers_is_applied_in_halves_in_ord
             assert recorded == [f"H-{n}" for n in range(index, 12, 4)]
     finally:
         ledger.close()
+
+
+def test_a_single_trade_that_never_gets_through_is_rejected_busy_after_saved_halves(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Halves before it are saved: one trade whose account is taken on every try is
+    answered `rejected` (busy: send it again), the rest as applied, not the whole batch
+    as a 500 that hides what was saved."""
+    migrate(url)
+    ledger = PropLedger(url)
+    try:
+        program = program_body(uid("busy-"))
+        ledger.define_program(program)
+        accounts = [
+            str(ledger.purchase(purchase_body(program["program_id"])).account.id) for _ in range(2)
+        ]
+        items = [item(accounts[n % 2], f"B-{n}") for n in range(4)]
+        real_save = ledger.save
+        monkeypatch.setattr(app_module, "MAX_ATTEMPTS", 2)
+
+        def losing_save(*aggregates: Any, **kwargs: Any) -> Any:
+            if len(aggregates) > 1 or aggregates[0].id == ledger.account(accounts[1]).id:
+                raise app_module.IntegrityError("taken (simulated)")
+            return real_save(*aggregates, **kwargs)
+
+        monkeypatch.setattr(ledger, "save", losing_save)
+        results, _ = ledger.record_trades_batch(items, "bridge")
+        assert [(r.trade_id, r.result) for r in results] == [
+            ("B-0", "created"), ("B-1", "rejected"), ("B-2", "created"), ("B-3", "rejected"),
+        ]  # fmt: skip
+        assert results[1].error is not None
+        assert results[1].error["code"] == "busy"
+    finally:
+        ledger.close()

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.account import TradingAccount
-from domain.errors import Conflict
+from domain.errors import Conflict, InvalidInput
 from domain.money import Money
 from domain.payout import (
     Breakdown,
@@ -611,3 +611,24 @@ def test_a_pending_payout_and_a_breach_and_a_suspension_are_named_together() -> 
     reasons = refusal(account, days_after_opening(account, 14))
     assert reasons == ["not_active", "trader_suspended", "payout_pending"]
     assert account.pending_payout_id == payout_id
+
+
+def test_a_rejection_reason_or_payment_reference_with_nul_is_refused_and_records_nothing() -> None:
+    """The console's forms reach the payout without the API's JSON check: PostgreSQL text
+    cannot hold NUL, and a recorded one would stop the projections for good."""
+    account = open_account()
+    close(account, "1000.00")
+    payout_id, split = request(account, days_after_opening(account, 30))
+    payout = Payout.request(
+        payout_id=UUID(payout_id), account_id=str(account.id), trader_id="trader-1",
+        program_id="p", split=split, requested_by="t", requested_at=account.created_on,
+    )  # fmt: skip
+    payout.collect_events()
+    with pytest.raises(InvalidInput):
+        payout.reject("arthur", "kyc\x00")
+    assert payout.collect_events() == []
+    payout.approve("arthur", account.created_on)
+    payout.collect_events()
+    with pytest.raises(InvalidInput):
+        payout.mark_paid("fiona", "WIRE\x00", account.created_on)
+    assert payout.collect_events() == []

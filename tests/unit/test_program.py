@@ -324,3 +324,16 @@ def test_the_refusal_message_names_every_field() -> None:
         ProgramDefinition.parse(data)
     assert "phases[0].profit_target_pct" in caught.value.message
     assert "day_timezone" in caught.value.message
+
+
+def test_a_recorded_program_stays_readable_under_checks_added_after_it() -> None:
+    """Accounts and programs are replayed from recorded definitions: one accepted before
+    a check existed (a host zone file, a 13-digit balance) must still load."""
+    data = example()
+    data["day_timezone"] = "posix/Europe/Prague"
+    data["initial_balance"] = "1000000000000.00"
+    with pytest.raises(InvalidProgram):
+        ProgramDefinition.parse(data)
+    stored = ProgramDefinition.parse(data, stored=True)
+    assert stored.day_timezone == "posix/Europe/Prague"
+    assert str(stored.initial_balance.amount) == "1000000000000.00"
