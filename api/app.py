@@ -250,6 +250,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # limit, then Idempotency-Key replays.
     app.add_middleware(errors.AnswerUnexpected)
     app.add_middleware(IdempotencyMiddleware)
+    # Again outside it: the Idempotency-Key store's own errors (a store down) are answered
+    # too, not raised on to the server (which would close the keep-alive connection).
+    app.add_middleware(errors.AnswerUnexpected)
     app.add_middleware(BodyLimit)
     app.add_middleware(
         RequestContext,

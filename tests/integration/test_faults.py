@@ -764,7 +764,10 @@ def test_an_unreachable_store_is_503_with_retry_after_and_health_says_so_in_seco
         assert post.headers["Retry-After"] == "5"
         store = client.app.state.idempotency  # type: ignore[attr-defined]
         monkeypatch.setattr(store, "claim_soon", refused)
-        keyed = client.post(
+        # Answered inside the app, not raised on to the server (which closes the keep-alive
+        # connection): a client that re-raises what escapes gets the 503 too.
+        strict = TestClient(client.app, raise_server_exceptions=True)
+        keyed = strict.post(
             f"/v1/accounts/{account_id}/trades",
             json=trade,
             headers={**platform, "Idempotency-Key": uid("key-")},
