@@ -692,6 +692,18 @@ async def no_body_but_json(request: Request) -> None:
 NoBody = Annotated[None, Depends(no_body_but_json)]
 
 
+# A report's reply in OpenAPI: JSON, or CSV with `format=csv`.
+_JSON_OR_CSV: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The report: JSON, or CSV with `format=csv`",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/csv": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
 def _payout_routes(app: FastAPI) -> None:
     @app.post("/v1/accounts/{account_id}/payouts", tags=["payouts"], status_code=201)
     def request_payout(
@@ -771,15 +783,7 @@ def _payout_routes(app: FastAPI) -> None:
         "/v1/reports/payouts",
         tags=["reports"],
         response_model=None,
-        responses={
-            200: {
-                "description": "The report: JSON, or CSV with `format=csv`",
-                "content": {
-                    "application/json": {"schema": {"type": "object"}},
-                    "text/csv": {"schema": {"type": "string"}},
-                },
-            }
-        },
+        responses=_JSON_OR_CSV,
     )
     def get_payout_report(
         request: Request,
@@ -810,15 +814,7 @@ def _payout_routes(app: FastAPI) -> None:
         "/v1/reports/profit-splits",
         tags=["reports"],
         response_model=None,
-        responses={
-            200: {
-                "description": "The report: JSON, or CSV with `format=csv`",
-                "content": {
-                    "application/json": {"schema": {"type": "object"}},
-                    "text/csv": {"schema": {"type": "string"}},
-                },
-            }
-        },
+        responses=_JSON_OR_CSV,
     )
     def get_profit_splits(
         request: Request,

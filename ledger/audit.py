@@ -19,7 +19,7 @@ from uuid import UUID
 import psycopg
 
 from ledger.chain import GENESIS, link
-from ledger.config import database_url_to_env
+from ledger.config import database_url_to_env, postgres_connect_args
 
 PAGE = 5000
 EXPORT_FORMAT = "propledger-export/1"
@@ -73,14 +73,7 @@ class _Store:
                 lite.close()
             return
         env = self.env
-        with psycopg.connect(
-            dbname=env["POSTGRES_DBNAME"],
-            host=env["POSTGRES_HOST"],
-            port=env["POSTGRES_PORT"],
-            user=env["POSTGRES_USER"],
-            password=env["POSTGRES_PASSWORD"] or None,
-            connect_timeout=10,
-        ) as connection:
+        with psycopg.connect(**postgres_connect_args(env)) as connection:
             yield connection
 
     def sql(self, text: str) -> str:

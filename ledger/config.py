@@ -7,7 +7,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import Field, field_validator
@@ -185,6 +185,18 @@ def _query_parameters(query: str) -> dict[str, str]:
             )
         os.environ.setdefault(variable, value)
     return found
+
+
+def postgres_connect_args(env: dict[str, str]) -> dict[str, Any]:
+    """psycopg.connect()'s arguments for the PostgreSQL settings `database_url_to_env` made."""
+    return {
+        "dbname": env["POSTGRES_DBNAME"],
+        "host": env["POSTGRES_HOST"],
+        "port": env["POSTGRES_PORT"],
+        "user": env["POSTGRES_USER"],
+        "password": env["POSTGRES_PASSWORD"] or None,
+        "connect_timeout": 10,
+    }
 
 
 def hide_password(text: str) -> str:

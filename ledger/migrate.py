@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from ledger.config import database_url_to_env
+from ledger.config import database_url_to_env, postgres_connect_args
 
 _FILE_PATTERN = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _ADVISORY_LOCK_KEY = 0x70726F706C6564  # "propled"
@@ -63,14 +63,7 @@ def store_exists(database_url: str) -> bool:
             return reader.execute(query, ("schema_migrations",)).fetchone() is not None
         finally:
             reader.close()
-    with psycopg.connect(
-        dbname=env["POSTGRES_DBNAME"],
-        host=env["POSTGRES_HOST"],
-        port=env["POSTGRES_PORT"],
-        user=env["POSTGRES_USER"],
-        password=env["POSTGRES_PASSWORD"] or None,
-        connect_timeout=10,
-    ) as connection:
+    with psycopg.connect(**postgres_connect_args(env)) as connection:
         row = connection.execute("SELECT to_regclass('schema_migrations')").fetchone()
         return row is not None and row[0] is not None
 
@@ -126,14 +119,7 @@ def _statements(sql: str) -> list[str]:
 
 def _migrate_postgres(env: dict[str, str]) -> list[str]:
     with (
-        psycopg.connect(
-            dbname=env["POSTGRES_DBNAME"],
-            host=env["POSTGRES_HOST"],
-            port=env["POSTGRES_PORT"],
-            user=env["POSTGRES_USER"],
-            password=env["POSTGRES_PASSWORD"] or None,
-            connect_timeout=10,
-        ) as connection,
+        psycopg.connect(**postgres_connect_args(env)) as connection,
         connection.transaction(),
     ):
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
