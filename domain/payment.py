@@ -118,6 +118,24 @@ class Payment(Aggregate):
                 sign = 1 if self.direction == "withdrawn" else -1
                 aggregate.charged_back += sign * self.amount
 
+    class Identified(Aggregate.Event):
+        """An unallocated payment turned out to be a trader's wallet deposit (its intent,
+        arriving after a session without metadata, names the trader): what it still holds
+        moves from liabilities:unallocated to the trader's wallet."""
+
+        trader_id: str
+        amount: Decimal
+        currency: str
+        source_event: str
+        journal: list[dict[str, Any]]
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, Payment)
+            aggregate.purpose = DEPOSIT
+            aggregate.trader_id = self.trader_id
+            # Refunds booked while it was unallocated were not the wallet's.
+            aggregate.refunded_before_wallet = aggregate.refunded_booked
+
     class Allocated(Aggregate.Event):
         trader_id: str
         program_id: str
@@ -146,6 +164,7 @@ class Payment(Aggregate):
         # Dispute funds withdrawn and not reinstated, in the payment's currency.
         self.charged_back = Decimal(0)
         self.allocated_account_id: str | None = None
+        self.refunded_before_wallet: Money | None = None
 
     @classmethod
     def open(cls, payment_id: Any, processor: str, payment_ref: str) -> Payment:
@@ -265,6 +284,41 @@ class Payment(Aggregate):
             journal=lines,
         )
         return True
+
+    @property
+    def wallet_refunded(self) -> Money | None:
+        """Refunds booked against the trader's wallet: all of a deposit's, less those booked
+        while the payment was still unallocated."""
+        booked = self.refunded_booked
+        before = self.refunded_before_wallet
+        if booked is None or before is None:
+            return booked
+        return booked - before
+
+    def identify_deposit(self, trader_id: str, source_event: str) -> Money | None:
+        """An unallocated payment is a wallet deposit of `trader_id` after all; returns
+        what moves to the wallet (None when nothing does: not unallocated, allocated,
+        or nothing left after refunds and chargebacks)."""
+        if self.purpose != UNALLOCATED or self.amount is None or self.allocated_account_id:
+            return None
+        remaining = (
+            self.amount
+            - (self.refunded_booked or Money.zero(self.amount.currency))
+            - Money(self.charged_back, self.amount.currency)
+        )
+        if remaining.amount <= 0:
+            return None
+        self.trigger_event(
+            self.Identified,
+            trader_id=trader_id,
+            amount=remaining.amount,
+            currency=remaining.currency,
+            source_event=source_event,
+            journal=journal.transfer_lines(
+                journal.LIABILITIES_UNALLOCATED, journal.trader_wallet(trader_id), remaining
+            ),
+        )
+        return remaining
 
     def allocate(self, *, trader_id: str, program_id: str, account_id: str, actor: str) -> None:
         """Finance matches an unallocated payment to a trader and program."""

@@ -582,6 +582,15 @@ class PropLedger(Application[UUID]):
             amount=fact.amount,
             source_event=fact.event_id,
         ):
+            if purpose == DEPOSIT and trader_id is not None:
+                # The session came first without metadata (booked unallocated); its intent
+                # names the trader: the deposit reaches the wallet in either order.
+                moved = payment.identify_deposit(trader_id, fact.event_id)
+                if moved is not None:
+                    trader = self._trader_or_new(trader_id)
+                    touched.append(trader)
+                    trader.credit_wallet(moved, fact.payment_ref)
+                    return "deposit", trader
             return "duplicate_payment", None
         if trader_id is None:
             return "unallocated", None
@@ -611,13 +620,12 @@ class PropLedger(Application[UUID]):
     def _sync_trader(self, payment: Payment, trader: Trader, touched: list[Any]) -> None:
         """Carry what the payment knows over to its trader: refunds of a deposit leave the
         wallet, and the payment's disputes decide the trader's suspension."""
-        if payment.purpose == DEPOSIT and payment.refunded_booked is not None:
+        refunded = payment.wallet_refunded
+        if payment.purpose == DEPOSIT and refunded is not None:
             already = trader.deposit_refunds.get(payment.payment_ref, Decimal(0))
-            due = payment.refunded_booked.amount - already
+            due = refunded.amount - already
             if due > 0:
-                trader.refund_deposit(
-                    Money(due, payment.refunded_booked.currency), payment.payment_ref
-                )
+                trader.refund_deposit(Money(due, refunded.currency), payment.payment_ref)
         changed = False
         for dispute_id, status in sorted(payment.disputes.items()):
             changed = trader.note_dispute(dispute_id, status) or changed

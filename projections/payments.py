@@ -76,6 +76,8 @@ def _patch(row: dict[str, Any], event: Any) -> None:
         disputes = json.loads(row["disputes"] or "{}")
         disputes[event.dispute_id] = event.status
         row["disputes"] = json.dumps(disputes, sort_keys=True)
+    elif isinstance(event, Payment.Identified):
+        row.update(purpose="deposit", trader_id=event.trader_id)
     elif isinstance(event, Payment.Allocated):
         row.update(purpose="challenge", trader_id=event.trader_id, program_id=event.program_id)
         row["account_id"] = event.account_id

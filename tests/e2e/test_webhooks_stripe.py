@@ -1032,3 +1032,65 @@ def test_a_challenge_fee_refunded_at_stripe_is_not_refunded_again_with_the_first
         assert asked.status_code == 201, asked.text
         fees[refunded_cents] = asked.json()["fee_refund"]
     assert fees == {54000: "0.00", 14000: "400.00"}
+
+
+def test_a_deposit_whose_metadata_is_on_its_intent_only_reaches_the_wallet_in_either_order(
+    client: TestClient,
+) -> None:
+    """Checkout with `payment_intent_data.metadata`: the session carries no metadata, the
+    intent names the trader. Session first booked it unallocated and the intent changed
+    nothing (the trader never got the money); now the intent moves what the payment still
+    holds to the wallet, so both orders end with the same balances. Refunds booked while it
+    was unallocated stay there; later ones leave the wallet."""
+    moved = {}
+    for intent_first in (True, False):
+        trader_id = uid("trader-")
+        payment = sp.StripePayment(30000, "usd", {})
+        intent = sp.event(
+            "payment_intent.succeeded",
+            sp.payment_intent(
+                amount=30000,
+                currency="usd",
+                metadata={"purpose": "wallet_deposit", "trader_id": trader_id},
+                intent_id=payment.intent,
+            ),
+        )
+        before = balances(client)
+        events = [intent, payment.checkout_completed()]
+        for event in events if intent_first else events[::-1]:
+            delivered(client, event)
+        assert wallet(client, trader_id) == Decimal("300.00")
+        assert payment.intent not in unallocated_ids(client)
+        moved[intent_first] = {
+            key.replace(trader_id, "T"): value
+            for key, value in change(before, balances(client)).items()
+        }
+    assert (
+        moved[True]
+        == moved[False]
+        == {
+            PROCESSOR: Decimal("300.00"),
+            "liabilities:trader_wallet:T USD": -Decimal("300.00"),
+        }
+    )
+
+    # A refund while it was unallocated stays there; a later one leaves the wallet.
+    trader_id = uid("trader-")
+    payment = sp.StripePayment(30000, "usd", {})
+    delivered(client, payment.checkout_completed())
+    delivered(client, payment.refunded(10000))
+    delivered(
+        client,
+        sp.event(
+            "payment_intent.succeeded",
+            sp.payment_intent(
+                amount=30000,
+                currency="usd",
+                metadata={"purpose": "wallet_deposit", "trader_id": trader_id},
+                intent_id=payment.intent,
+            ),
+        ),
+    )
+    assert wallet(client, trader_id) == Decimal("200.00")
+    delivered(client, payment.refunded(15000))
+    assert wallet(client, trader_id) == Decimal("150.00")

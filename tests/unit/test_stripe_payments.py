@@ -400,3 +400,26 @@ def test_a_negative_or_fractional_stripe_amount_is_refused() -> None:
     fractional["data"]["object"]["amount_refunded"] = 5.5
     with pytest.raises(InvalidInput):
         stripe_events.parse(fractional)
+
+
+def test_only_an_unallocated_payment_with_money_left_is_identified_as_a_deposit() -> None:
+    challenge = new_payment()
+    receive_challenge(challenge)
+    assert challenge.identify_deposit("trader-9", "evt_pi") is None  # a challenge stays one
+
+    unallocated = new_payment()
+    unallocated.receive(
+        purpose=payments.UNALLOCATED, trader_id=None, program_id=None,
+        amount=usd("300.00"), source_event="evt_session",
+    )  # fmt: skip
+    booked(unallocated)
+    unallocated.report_refund(usd("100.00"), "evt_refund")
+    assert unallocated.identify_deposit("trader-9", "evt_pi") == usd("200.00")
+    assert net(booked(unallocated)) == {
+        "liabilities:unallocated": Decimal("300.00"),  # 100 refunded + 200 moved out
+        "assets:processor": Decimal("-100.00"),
+        "liabilities:trader_wallet:trader-9": Decimal("-200.00"),
+    }
+    assert unallocated.purpose == payments.DEPOSIT
+    assert unallocated.wallet_refunded == usd("0.00")  # the earlier refund was not the wallet's
+    assert unallocated.identify_deposit("trader-9", "evt_pi_again") is None
