@@ -157,18 +157,19 @@ def _checkout_completed(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact
 
 def _payment_intent_succeeded(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
     metadata = _metadata(obj)
-    trader_id = _trader_id(metadata)
-    if metadata.get("purpose") != "wallet_deposit" or not trader_id:
-        # Challenge purchases are booked from their checkout session, and so is a deposit
-        # whose intent does not name its trader: booking it here as unallocated would
-        # make the result depend on which event arrives first when the session names
-        # the trader (the payment keeps its first receipt).
+    if metadata.get("purpose") != "wallet_deposit":
+        # Challenge purchases are booked from their checkout session (Stripe puts the
+        # session's metadata on the session, not on its intent).
         return StripeFact(kind=RECORD_ONLY, **base)
+    # A deposit: to the trader's wallet, or, naming no trader it can be, to
+    # liabilities:unallocated (DESIGN: never dropped). A session naming the trader later
+    # moves it to the wallet (Payment.Identified), so the order of the two does not matter.
+    trader_id = _trader_id(metadata)
     amount = obj.get("amount_received", obj.get("amount"))
     return StripeFact(
         kind=RECEIVED,
         payment_ref=_text(obj.get("id")),
-        purpose=DEPOSIT,
+        purpose=DEPOSIT if trader_id else UNALLOCATED,
         trader_id=trader_id,
         amount=_money(amount, obj.get("currency")),
         **base,

@@ -575,7 +575,9 @@ def test_a_deposit_books_the_same_whichever_of_its_session_and_intent_comes_firs
     client: TestClient,
 ) -> None:
     """The session names the trader, the intent only the purpose: the deposit reaches the
-    wallet in either order (an intent that names no trader books nothing itself)."""
+    wallet in either order (an intent naming no trader books the money unallocated, and
+    the session then moves it to the wallet). Alone, such an intent is booked unallocated
+    and listed for finance: never dropped."""
     for intent_first in (True, False):
         trader_id = uid("trader-")
         payment = sp.StripePayment(
@@ -599,6 +601,24 @@ def test_a_deposit_books_the_same_whichever_of_its_session_and_intent_comes_firs
             f"liabilities:trader_wallet:{trader_id} USD": -Decimal("250.00"),
         }
         assert payment.intent not in unallocated_ids(client)
+
+    alone = sp.StripePayment(25000, "usd", {})
+    lone_intent = sp.event(
+        "payment_intent.succeeded",
+        sp.payment_intent(
+            amount=25000,
+            currency="usd",
+            metadata={"purpose": "wallet_deposit"},
+            intent_id=alone.intent,
+        ),
+    )
+    before = balances(client)
+    assert delivered(client, lone_intent)["outcome"] == "unallocated"
+    assert alone.intent in unallocated_ids(client)
+    assert change(before, balances(client)) == {
+        PROCESSOR: Decimal("250.00"),
+        "liabilities:unallocated USD": -Decimal("250.00"),
+    }
 
 
 def test_a_completed_checkout_without_payment_status_is_taken_as_paid(
