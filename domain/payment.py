@@ -297,17 +297,16 @@ class Payment(Aggregate):
 
     def identify_deposit(self, trader_id: str, source_event: str) -> Money | None:
         """An unallocated payment is a wallet deposit of `trader_id` after all; returns
-        what moves to the wallet (None when nothing does: not unallocated, allocated,
-        or nothing left after refunds and chargebacks)."""
+        what moves to the wallet (zero when refunds took it all: the trader is still
+        named), None when the payment is not unallocated (any more)."""
         if self.purpose != UNALLOCATED or self.amount is None or self.allocated_account_id:
             return None
-        remaining = (
-            self.amount
-            - (self.refunded_booked or Money.zero(self.amount.currency))
-            - Money(self.charged_back, self.amount.currency)
+        # What liabilities:unallocated holds for it: the amount less refunds (booked against
+        # it). A chargeback is an expense (DESIGN's table) and leaves a deposit's wallet
+        # as it is, so it is not subtracted: the order of the two events cannot matter.
+        remaining = (self.amount - (self.refunded_booked or Money.zero(self.amount.currency))).max(
+            Money.zero(self.amount.currency)
         )
-        if remaining.amount <= 0:
-            return None
         self.trigger_event(
             self.Identified,
             trader_id=trader_id,
@@ -316,7 +315,9 @@ class Payment(Aggregate):
             source_event=source_event,
             journal=journal.transfer_lines(
                 journal.LIABILITIES_UNALLOCATED, journal.trader_wallet(trader_id), remaining
-            ),
+            )
+            if remaining.amount > 0
+            else [],
         )
         return remaining
 
@@ -324,17 +325,14 @@ class Payment(Aggregate):
         """Finance matches an unallocated payment to a trader and program."""
         if self.purpose != UNALLOCATED or self.amount is None:
             raise Conflict(f"payment {self.payment_ref} is not unallocated", code="not_unallocated")
-        # What the firm still holds: neither refunded nor taken back by a chargeback (a
-        # chargeback's money is gone; allocating it would book revenue never kept).
-        remaining = (
-            self.amount
-            - (self.refunded_booked or Money.zero(self.amount.currency))
-            - Money(self.charged_back, self.amount.currency)
-        )
+        # What liabilities:unallocated holds for it: the amount less refunds. A chargeback is
+        # an expense (DESIGN's table), as for any challenge charged back: allocating moves
+        # the liability to revenue and the two net out; the list shows `charged_back` so
+        # finance sees it before deciding.
+        remaining = self.amount - (self.refunded_booked or Money.zero(self.amount.currency))
         if remaining.amount <= 0:
             raise Conflict(
-                f"payment {self.payment_ref} was refunded or charged back in full: "
-                "nothing to allocate",
+                f"payment {self.payment_ref} was refunded in full: nothing to allocate",
                 code="nothing_to_allocate",
             )
         self.trigger_event(

@@ -589,7 +589,8 @@ class PropLedger(Application[UUID]):
                 if moved is not None:
                     trader = self._trader_or_new(trader_id)
                     touched.append(trader)
-                    trader.credit_wallet(moved, fact.payment_ref)
+                    if moved.amount > 0:
+                        trader.credit_wallet(moved, fact.payment_ref)
                     return "deposit", trader
             return "duplicate_payment", None
         if trader_id is None:

@@ -111,7 +111,7 @@ def _shape(row: dict[str, Any]) -> dict[str, Any]:
 def unallocated(database: Database, *, limit: int = 200) -> list[dict[str, Any]]:
     rows = database.query(
         f"SELECT {', '.join(COLUMNS)} FROM payment_board "
-        "WHERE purpose = ? AND amount_minor > refunded_minor + charged_back_minor "
+        "WHERE purpose = ? AND amount_minor > refunded_minor "
         "ORDER BY received_at, payment_id LIMIT ?",
         (UNALLOCATED, limit),
     )

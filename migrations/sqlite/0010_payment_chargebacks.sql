@@ -1,6 +1,6 @@
 -- What dispute chargebacks took back from each payment (withdrawn minus reinstated, in
--- minor units): the unallocated list shows only payments with money left, and finance
--- cannot allocate money a chargeback took. The board is rebuilt from the log to fill it.
+-- minor units), shown in the unallocated list so finance sees it before allocating. The
+-- board is rebuilt from the log to fill it.
 ALTER TABLE payment_board ADD COLUMN charged_back_minor INTEGER NOT NULL DEFAULT 0;
 DELETE FROM payment_board;
 DELETE FROM projection_tracking WHERE projection = 'payment_board';

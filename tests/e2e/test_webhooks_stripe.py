@@ -827,37 +827,32 @@ def test_a_dispute_delivered_before_its_checkout_still_opens_the_account_suspend
     assert statuses(client, trader_id) == ["suspended"]
 
 
-def test_money_a_chargeback_took_from_an_unallocated_payment_cannot_be_allocated(
+def test_the_unallocated_list_shows_what_a_chargeback_took_before_finance_allocates(
     client: TestClient, program_id: str
 ) -> None:
-    """A chargeback's money is gone: the unallocated list shows what is left (and drops a
-    payment with nothing left), and allocating it would book revenue the firm never kept."""
-    partly = sp.StripePayment(54000, "usd", {})
-    delivered(client, partly.checkout_completed())
-    dispute_id = sp.new_id("dp_")
-    delivered(client, partly.dispute_event("charge.dispute.created", dispute_id, amount=20000))
-    delivered(
-        client, partly.dispute_event("charge.dispute.funds_withdrawn", dispute_id, amount=20000)
-    )
-    listed = client.get("/v1/payments/unallocated", headers=FINANCE).json()["payments"]
-    (item,) = [item for item in listed if item["payment_id"] == partly.intent]
-    assert (item["amount"], item["charged_back"]) == ("540.00", "200.00")
-
-    whole = sp.StripePayment(54000, "usd", {})
-    delivered(client, whole.checkout_completed())
+    """A chargeback is an expense (DESIGN's table), as for any challenge charged back; the
+    list shows `charged_back` so finance sees it, and an allocation moves the liability to
+    revenue, where the two net out (nothing is left stranded on liabilities:unallocated)."""
+    payment = sp.StripePayment(54000, "usd", {})
+    delivered(client, payment.checkout_completed())
     lost = sp.new_id("dp_")
     for event_type in ("charge.dispute.created", "charge.dispute.funds_withdrawn"):
-        delivered(client, whole.dispute_event(event_type, lost))
-    delivered(client, whole.dispute_event("charge.dispute.closed", lost, status="lost"))
-    assert whole.intent not in unallocated_ids(client)
+        delivered(client, payment.dispute_event(event_type, lost, amount=20000))
+    listed = client.get("/v1/payments/unallocated", headers=FINANCE).json()["payments"]
+    (item,) = [item for item in listed if item["payment_id"] == payment.intent]
+    assert (item["amount"], item["charged_back"]) == ("540.00", "200.00")
     before = balances(client)
-    refused = client.post(
-        f"/v1/payments/{whole.intent}/allocate",
+    allocated = client.post(
+        f"/v1/payments/{payment.intent}/allocate",
         json={"trader_id": uid("trader-"), "program_id": program_id},
         headers=FINANCE,
     )
-    assert_error(refused, 409, "nothing_to_allocate")
-    assert balances(client) == before
+    assert allocated.status_code == 201, allocated.text
+    assert change(before, balances(client)) == {
+        "liabilities:unallocated USD": Decimal("540.00"),
+        FEES: -Decimal("540.00"),
+    }
+    assert payment.intent not in unallocated_ids(client)
 
 
 def test_allocating_a_disputed_payment_suspends_the_trader_and_every_account(
@@ -1114,3 +1109,55 @@ def test_a_deposit_whose_metadata_is_on_its_intent_only_reaches_the_wallet_in_ei
     assert wallet(client, trader_id) == Decimal("200.00")
     delivered(client, payment.refunded(15000))
     assert wallet(client, trader_id) == Decimal("150.00")
+
+
+@pytest.mark.parametrize("chargeback_first", [False, True])
+def test_a_deposit_identified_after_its_chargeback_reaches_the_wallet_whole(
+    client: TestClient, chargeback_first: bool
+) -> None:
+    """Session (no metadata), chargeback and the intent naming the trader: the chargeback is
+    an expense and leaves a deposit's wallet as it is, so identifying the deposit before
+    or after it moves the same amount (nothing stranded on liabilities:unallocated)."""
+    trader_id = uid("trader-")
+    payment = sp.StripePayment(10000, "usd", {})
+    intent = sp.event(
+        "payment_intent.succeeded",
+        sp.payment_intent(
+            amount=10000, currency="usd",
+            metadata={"purpose": "wallet_deposit", "trader_id": trader_id},
+            intent_id=payment.intent,
+        ),
+    )  # fmt: skip
+    dispute_id = sp.new_id("dp_")
+    chargeback = [
+        payment.dispute_event("charge.dispute.created", dispute_id, amount=5000),
+        payment.dispute_event("charge.dispute.funds_withdrawn", dispute_id, amount=5000),
+    ]
+    before = balances(client)
+    delivered(client, payment.checkout_completed())
+    for event in [*chargeback, intent] if chargeback_first else [intent, *chargeback]:
+        delivered(client, event)
+    assert wallet(client, trader_id) == Decimal("100.00")
+    assert "liabilities:unallocated USD" not in change(before, balances(client))
+
+
+def test_a_deposit_refunded_in_full_before_its_trader_is_named_still_names_the_trader(
+    client: TestClient,
+) -> None:
+    trader_id = uid("trader-")
+    payment = sp.StripePayment(10000, "usd", {})
+    delivered(client, payment.checkout_completed())
+    delivered(client, payment.refunded(10000))
+    delivered(
+        client,
+        sp.event(
+            "payment_intent.succeeded",
+            sp.payment_intent(
+                amount=10000, currency="usd",
+                metadata={"purpose": "wallet_deposit", "trader_id": trader_id},
+                intent_id=payment.intent,
+            ),
+        ),
+    )  # fmt: skip
+    assert trader(client, trader_id)["trader_id"] == trader_id
+    assert wallet(client, trader_id) == Decimal("0")
