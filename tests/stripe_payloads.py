@@ -269,13 +269,15 @@ class StripePayment:
         session.update(fields)
         return event("checkout.session.completed", session)
 
-    def intent_succeeded(self) -> dict[str, Any]:
+    def intent_succeeded(self, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+        """`payment_intent.succeeded`, with the payment's metadata or `metadata` (Checkout
+        keeps the session's and the intent's apart)."""
         return event(
             "payment_intent.succeeded",
             payment_intent(
                 amount=self.amount,
                 currency=self.currency,
-                metadata=self.metadata,
+                metadata=self.metadata if metadata is None else metadata,
                 intent_id=self.intent,
             ),
         )

@@ -583,15 +583,7 @@ def test_a_deposit_books_the_same_whichever_of_its_session_and_intent_comes_firs
         payment = sp.StripePayment(
             25000, "usd", {"purpose": "wallet_deposit", "trader_id": trader_id}
         )
-        intent = sp.event(
-            "payment_intent.succeeded",
-            sp.payment_intent(
-                amount=25000,
-                currency="usd",
-                metadata={"purpose": "wallet_deposit"},
-                intent_id=payment.intent,
-            ),
-        )
+        intent = payment.intent_succeeded({"purpose": "wallet_deposit"})
         before = balances(client)
         events = [intent, payment.checkout_completed()]
         for event in events if intent_first else events[::-1]:
@@ -603,15 +595,7 @@ def test_a_deposit_books_the_same_whichever_of_its_session_and_intent_comes_firs
         assert payment.intent not in unallocated_ids(client)
 
     alone = sp.StripePayment(25000, "usd", {})
-    lone_intent = sp.event(
-        "payment_intent.succeeded",
-        sp.payment_intent(
-            amount=25000,
-            currency="usd",
-            metadata={"purpose": "wallet_deposit"},
-            intent_id=alone.intent,
-        ),
-    )
+    lone_intent = alone.intent_succeeded({"purpose": "wallet_deposit"})
     before = balances(client)
     assert delivered(client, lone_intent)["outcome"] == "unallocated"
     assert alone.intent in unallocated_ids(client)
@@ -1061,15 +1045,7 @@ def test_a_deposit_whose_metadata_is_on_its_intent_only_reaches_the_wallet_in_ei
     for intent_first in (True, False):
         trader_id = uid("trader-")
         payment = sp.StripePayment(30000, "usd", {})
-        intent = sp.event(
-            "payment_intent.succeeded",
-            sp.payment_intent(
-                amount=30000,
-                currency="usd",
-                metadata={"purpose": "wallet_deposit", "trader_id": trader_id},
-                intent_id=payment.intent,
-            ),
-        )
+        intent = payment.intent_succeeded({"purpose": "wallet_deposit", "trader_id": trader_id})
         before = balances(client)
         events = [intent, payment.checkout_completed()]
         for event in events if intent_first else events[::-1]:
@@ -1096,15 +1072,7 @@ def test_a_deposit_whose_metadata_is_on_its_intent_only_reaches_the_wallet_in_ei
     delivered(client, payment.refunded(10000))
     delivered(
         client,
-        sp.event(
-            "payment_intent.succeeded",
-            sp.payment_intent(
-                amount=30000,
-                currency="usd",
-                metadata={"purpose": "wallet_deposit", "trader_id": trader_id},
-                intent_id=payment.intent,
-            ),
-        ),
+        payment.intent_succeeded({"purpose": "wallet_deposit", "trader_id": trader_id}),
     )
     assert wallet(client, trader_id) == Decimal("200.00")
     delivered(client, payment.refunded(15000))
@@ -1120,14 +1088,7 @@ def test_a_deposit_identified_after_its_chargeback_reaches_the_wallet_whole(
     or after it moves the same amount (nothing stranded on liabilities:unallocated)."""
     trader_id = uid("trader-")
     payment = sp.StripePayment(10000, "usd", {})
-    intent = sp.event(
-        "payment_intent.succeeded",
-        sp.payment_intent(
-            amount=10000, currency="usd",
-            metadata={"purpose": "wallet_deposit", "trader_id": trader_id},
-            intent_id=payment.intent,
-        ),
-    )  # fmt: skip
+    intent = payment.intent_succeeded({"purpose": "wallet_deposit", "trader_id": trader_id})
     dispute_id = sp.new_id("dp_")
     chargeback = [
         payment.dispute_event("charge.dispute.created", dispute_id, amount=5000),
@@ -1150,14 +1111,7 @@ def test_a_deposit_refunded_in_full_before_its_trader_is_named_still_names_the_t
     delivered(client, payment.refunded(10000))
     delivered(
         client,
-        sp.event(
-            "payment_intent.succeeded",
-            sp.payment_intent(
-                amount=10000, currency="usd",
-                metadata={"purpose": "wallet_deposit", "trader_id": trader_id},
-                intent_id=payment.intent,
-            ),
-        ),
+        payment.intent_succeeded({"purpose": "wallet_deposit", "trader_id": trader_id}),
     )  # fmt: skip
     assert trader(client, trader_id)["trader_id"] == trader_id
     assert wallet(client, trader_id) == Decimal("0")
