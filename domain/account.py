@@ -304,7 +304,9 @@ class TradingAccount(Aggregate):
         own = self.__dict__.get("_trades")
         if own is not None:  # else the clone shares the unparsed snapshot text
             clone.__dict__["_trades"] = dict(own)
-        clone.marks = dict(self.marks)
+        # The marks are shared until one of the two records a mark (copied then, in
+        # _apply_equity_mark): a trade command does not pay for a copy of every mark.
+        clone.__dict__["_marks_shared"] = self.__dict__["_marks_shared"] = True
         clone._pending_events = list(self._pending_events)
         memo[id(self)] = clone
         return clone
@@ -667,6 +669,8 @@ class TradingAccount(Aggregate):
 
     def _apply_equity_mark(self, event: TradingAccount.EquityMarked) -> None:
         equity = Money(event.equity, self.currency)
+        if self.__dict__.pop("_marks_shared", False):
+            self.marks = dict(self.marks)
         self.marks[mark_key(event.at, equity.amount)] = None
         self.state = rules.after_equity_mark(
             self.state, self.rules, self.calendar, equity, event.at

@@ -286,6 +286,14 @@ class Payment(Aggregate):
         return True
 
     @property
+    def unrefunded(self) -> Money | None:
+        """The amount received less the refunds booked (None before it is received): what
+        the payment's receiving account still holds for it."""
+        if self.amount is None:
+            return None
+        return self.amount - (self.refunded_booked or Money.zero(self.amount.currency))
+
+    @property
     def wallet_refunded(self) -> Money | None:
         """Refunds booked against the trader's wallet: all of a deposit's, less those booked
         while the payment was still unallocated."""
@@ -299,14 +307,13 @@ class Payment(Aggregate):
         """An unallocated payment is a wallet deposit of `trader_id` after all; returns
         what moves to the wallet (zero when refunds took it all: the trader is still
         named), None when the payment is not unallocated (any more)."""
-        if self.purpose != UNALLOCATED or self.amount is None or self.allocated_account_id:
+        held = self.unrefunded
+        if self.purpose != UNALLOCATED or held is None or self.allocated_account_id:
             return None
-        # What liabilities:unallocated holds for it: the amount less refunds (booked against
-        # it). A chargeback is an expense (DESIGN's table) and leaves a deposit's wallet
-        # as it is, so it is not subtracted: the order of the two events cannot matter.
-        remaining = (self.amount - (self.refunded_booked or Money.zero(self.amount.currency))).max(
-            Money.zero(self.amount.currency)
-        )
+        # What liabilities:unallocated holds for it. A chargeback is an expense (DESIGN's
+        # table) and leaves a deposit's wallet as it is, so it is not subtracted: the order
+        # of the two events cannot matter.
+        remaining = held.max(Money.zero(held.currency))
         self.trigger_event(
             self.Identified,
             trader_id=trader_id,
@@ -329,7 +336,8 @@ class Payment(Aggregate):
         # an expense (DESIGN's table), as for any challenge charged back: allocating moves
         # the liability to revenue and the two net out; the list shows `charged_back` so
         # finance sees it before deciding.
-        remaining = self.amount - (self.refunded_booked or Money.zero(self.amount.currency))
+        remaining = self.unrefunded
+        assert remaining is not None
         if remaining.amount <= 0:
             raise Conflict(
                 f"payment {self.payment_ref} was refunded in full: nothing to allocate",

@@ -720,10 +720,10 @@ class PropLedger(Application[UUID]):
         if purchase.get("method") != "processor" or not purchase_id.startswith("stripe:"):
             return paid
         payment = self._payment(purchase_id.removeprefix("stripe:"))
-        if payment is None or payment.amount is None or payment.amount.currency != paid.currency:
+        kept = None if payment is None else payment.unrefunded
+        if payment is None or kept is None or kept.currency != paid.currency:
             return paid
-        refunded = payment.refunded_booked or Money.zero(paid.currency)
-        return paid - refunded - Money(payment.charged_back, paid.currency)
+        return kept - Money(payment.charged_back, paid.currency)
 
     def approve_payout(self, payout_id: str, approver: str) -> PayoutReply:
         """Approve, withdraw the profit and book the entry, all in one save."""
