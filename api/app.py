@@ -657,7 +657,11 @@ def parse_range(start: str | None, end: str | None) -> tuple[datetime | None, da
     """`from` and `to` together; a `to` before the `from` is refused (422), not answered
     with an empty report that looks like a quiet period."""
     since, until = parse_period(start, "from"), parse_period(end, "to", end=True)
-    if since is not None and until is not None and until < since:
+    if since is None or until is None:
+        return since, until
+    # A date `to` ends at its next midnight: `to` the day before a `from` date is that
+    # midnight exactly, an empty period all the same.
+    if until < since or (until == since and _query_date(end or "", "to") is not None):
         raise ApiError(
             422,
             "invalid_period",

@@ -188,3 +188,15 @@ def test_a_bad_period_is_a_plain_error(database_url: str, tmp_path: Path) -> Non
     assert done.returncode != 0
     assert b"propledger report payouts" in done.stderr
     assert b"Traceback" not in done.stderr
+
+
+def test_a_to_date_the_day_before_the_from_date_is_refused(
+    database_url: str, tmp_path: Path
+) -> None:
+    assert run_cli(database_url, tmp_path, "migrate").returncode == 0
+    done = run_cli(
+        database_url, tmp_path, "report", "payouts", "--from", "2026-12-08", "--to", "2026-12-07"
+    )
+    assert done.returncode == 1
+    assert b"before" in done.stderr
+    assert b"Traceback" not in done.stderr

@@ -851,9 +851,17 @@ def test_a_date_period_of_the_report_includes_the_whole_to_day(
     "path", ["/v1/reports/payouts", "/v1/reports/profit-splits", "/v1/payouts"]
 )
 def test_a_period_whose_to_is_before_its_from_is_refused(client: TestClient, path: str) -> None:
-    params = {"from": "2026-12-08", "to": "2026-12-01"}
-    error = error_of(client.get(path, params=params, headers=FINANCE), 422, "invalid_period")
-    assert error["details"] == params
+    # The day before is refused too, though a date `to` ends at the `from` date's midnight.
+    for to in ("2026-12-01", "2026-12-07"):
+        params = {"from": "2026-12-08", "to": to}
+        error = error_of(client.get(path, params=params, headers=FINANCE), 422, "invalid_period")
+        assert error["details"] == params
+    # A `to` date the day before an instant `from` at that midnight: the same empty period.
+    params = {"from": "2026-12-08T00:00:00Z", "to": "2026-12-07"}
+    error_of(client.get(path, params=params, headers=FINANCE), 422, "invalid_period")
+    # Half a day, from noon to the end of the `to` date, is a period.
+    half = {"from": "2026-12-01T12:00:00Z", "to": "2026-12-01"}
+    assert client.get(path, params=half, headers=FINANCE).status_code == 200
     # One day, given as a date both ways, is a period (the whole day).
     same = {"from": "2026-12-01", "to": "2026-12-01"}
     assert client.get(path, params=same, headers=FINANCE).status_code == 200
