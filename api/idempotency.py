@@ -373,6 +373,10 @@ class IdempotencyMiddleware:
         if key_bytes is None or path.startswith(_EXEMPT_PREFIXES):
             await self.app(scope, receive, send)
             return
+        principal = _principal(scope, headers.get(b"authorization", b""))
+        if principal is None:
+            await self.app(scope, receive, send)  # the handler answers 401
+            return
         key = key_bytes.decode("latin-1").strip()
         if not key or len(key) > MAX_KEY_LENGTH:
             await envelope(
@@ -380,10 +384,6 @@ class IdempotencyMiddleware:
                 "invalid_idempotency_key",
                 f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} characters",
             )(scope, receive, send)
-            return
-        principal = _principal(scope, headers.get(b"authorization", b""))
-        if principal is None:
-            await self.app(scope, receive, send)  # the handler answers 401
             return
         body = await _read_body(receive)
         request_hash = hashlib.sha256(
@@ -475,10 +475,14 @@ class IdempotencyMiddleware:
 
 
 def _principal(scope: Scope, authorization: bytes) -> str | None:
+    """Whose keys these are: the token's `sub` with its `roles` and `trader_id`. A key is
+    scoped to the authority that made the request, so a replay can never answer a caller
+    what the route would refuse it (another token with the same `sub` but other roles or
+    another trader gets its own keys, and the route's own 401/403)."""
     state = scope.get("state") or {}
     if "claims" in state:  # already verified by the request context
         claims = state["claims"]
-        return None if not claims else str(claims["sub"])
+        return None if not claims else _scope_of(claims)
     scheme, _, token = authorization.decode("latin-1").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -491,7 +495,16 @@ def _principal(scope: Scope, authorization: bytes) -> str | None:
         )
     except jwt.InvalidTokenError:
         return None
-    return str(claims["sub"])
+    return _scope_of(claims)
+
+
+def _scope_of(claims: dict[str, Any]) -> str:
+    roles = claims.get("roles")
+    roles = sorted({str(role) for role in roles}) if isinstance(roles, list) else []
+    trader_id = claims.get("trader_id")
+    if not roles and trader_id is None:
+        return str(claims["sub"])
+    return json.dumps([str(claims["sub"]), roles, trader_id], separators=(",", ":"))
 
 
 async def _read_body(receive: Receive) -> bytes:

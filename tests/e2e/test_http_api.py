@@ -342,6 +342,33 @@ def test_an_idempotency_key_on_a_trade_replays_or_refuses_and_stores_once(
     assert theirs.json()["balance"] == "100043.00"
 
 
+def test_a_replayed_key_answers_only_a_caller_the_route_would_answer(
+    client: TestClient, program_id: str
+) -> None:
+    """Keys belong to the token's authority (sub, roles, trader_id), not its `sub` alone:
+    a token with the same `sub` but a role the route refuses gets the route's 403, never
+    the stored reply (which would show it an account it may not see)."""
+    account_id = open_account(client, program_id)["account_id"]
+    key = {"Idempotency-Key": uid("key-")}
+    trade = trade_body(profit="42.00")
+    url = f"/v1/accounts/{account_id}/trades"
+    bridge = auth("platform", sub="shared-sub")
+    assert client.post(url, json=trade, headers={**bridge, **key}).status_code == 201
+    trader = auth("trader", sub="shared-sub", trader_id=uid("someone-"))
+    assert_error(client.post(url, json=trade, headers={**trader, **key}), 403)
+    # The bridge's own retry still replays, and the trade was recorded once.
+    again = client.post(url, json=trade, headers={**bridge, **key})
+    assert (again.status_code, again.headers.get("idempotent-replayed")) == (201, "true")
+    assert stored(client, account_id)[0] == 2
+
+
+def test_a_bad_idempotency_key_without_a_token_is_401_first(client: TestClient) -> None:
+    response = client.post("/v1/purchases", json={}, headers={"Idempotency-Key": ""})
+    assert_error(response, 401)
+    response = client.post("/v1/purchases", json={}, headers={**FINANCE, "Idempotency-Key": ""})
+    assert_error(response, 400, "invalid_idempotency_key")
+
+
 def test_an_account_keeps_the_program_version_it_was_opened_on(client: TestClient) -> None:
     body = program_body()
     assert client.post("/v1/programs", json=body, headers=ADMIN).status_code == 201
