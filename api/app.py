@@ -122,6 +122,15 @@ def _nul_in_request(scope: Scope, body: bytes) -> bool:
         return _holds_nul(json.loads(body))
     except ValueError:
         return False  # not JSON: the handler says so
+    except RecursionError:
+        raise _TooDeep from None
+
+
+_TOO_DEEP = "the request body is nested too deeply to be read as JSON"
+
+
+class _TooDeep(Exception):
+    """A JSON body nested deeper than Python's parser (and our checks) go."""
 
 
 class BodyLimit:
@@ -156,7 +165,12 @@ class BodyLimit:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if _nul_in_request(scope, body):
+        try:
+            nul = _nul_in_request(scope, body)
+        except _TooDeep:
+            await envelope(400, "malformed_json", _TOO_DEEP)(scope, receive, send)
+            return
+        if nul:
             refusal = envelope(
                 422,
                 "invalid_input",
@@ -691,6 +705,8 @@ async def no_body_but_json(request: Request) -> None:
             json.loads(body)
         except ValueError:
             raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
+        except RecursionError:
+            raise ApiError(400, "malformed_json", _TOO_DEEP) from None
 
 
 NoBody = Annotated[None, Depends(no_body_but_json)]

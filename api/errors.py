@@ -84,6 +84,8 @@ def _status_of(error: DomainError) -> int:
     return 422
 
 
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthenticated",
@@ -138,7 +140,17 @@ def install(app: FastAPI) -> None:
         return envelope(422, "invalid_input", summary or "invalid request", problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and error.detail == _FASTAPI_BODY_ERROR:
+            # FastAPI's answer to a body json could not read at all (nested past Python's
+            # recursion limit): the same 400 as any other body that is not JSON.
+            from api.auth import refuse_before_body  # api.auth imports this module
+
+            try:
+                await refuse_before_body(request)
+            except ApiError as refusal:
+                return await api_error(request, refusal)
+            return envelope(400, "malformed_json", "the request body is not valid JSON")
         code = _HTTP_CODES.get(error.status_code, "http_error")
         headers = dict(error.headers) if error.headers else None
         return envelope(error.status_code, code, str(error.detail), None, headers)

@@ -29,7 +29,7 @@ def verify_stripe_event(
         event = json.loads(payload)
     except (stripe.SignatureVerificationError, UnicodeDecodeError) as error:
         raise ApiError(400, "invalid_signature", f"signature check failed: {error}") from None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ApiError(400, "malformed_json", "the webhook body is not JSON") from None
     if not isinstance(event, dict):
         raise ApiError(400, "invalid_event", "the webhook body is not a Stripe event")

@@ -1188,6 +1188,29 @@ def test_a_nul_character_in_a_body_or_a_query_is_refused_and_records_nothing(
     assert fine.status_code == 201, fine.text
 
 
+@pytest.mark.parametrize("depth", [900, 100_000])
+def test_a_body_nested_too_deeply_is_400_and_records_nothing(
+    client: TestClient, program_id: str, depth: int
+) -> None:
+    """Too deep for our NUL check (900) or for Python's JSON parser itself (100,000):
+    400 `malformed_json`, never a 500 or a dropped connection."""
+    account_id = open_account(client, program_id)["account_id"]
+    position = client.get("/health").json()["position"]
+    deep = ("[" * depth + "]" * depth).encode()
+    with_nul = b'{"a": ' + deep + b', "b": "\\u0000"}'  # the NUL after the depth
+    sent = [
+        ("/v1/purchases", with_nul),
+        (f"/v1/accounts/{account_id}/payouts", with_nul),
+    ]
+    if depth > 10_000:  # past the parser: the body is no JSON for any endpoint
+        sent += [("/v1/purchases", deep), (f"/v1/accounts/{account_id}/payouts", deep)]
+    for path, body in sent:
+        headers = {**FINANCE, "Content-Type": "application/json"}
+        response = client.post(path, content=body, headers=headers)
+        assert_error(response, 400, "malformed_json")
+    assert client.get("/health").json()["position"] == position
+
+
 def test_an_after_version_past_any_stream_is_an_empty_page_on_both_stores(
     client: TestClient, program_id: str
 ) -> None:
