@@ -549,9 +549,11 @@ class TradingAccount(Aggregate):
         fee_kept: Money | None = None,
     ) -> Breakdown:
         """Checks every condition at once; the breakdown is fixed here. `fee_kept`: what
-        the firm kept of the purchase's payment (paid, less refunds and chargebacks), when
-        known in the fee's currency: the fee refunded is the program's fee, but never
-        more than that (a purchase paid 0, or refunded, has no fee to give back)."""
+        the firm kept of the purchase's payment (paid, less refunds and chargebacks): the
+        fee refunded is the program's fee, but never more than that (a purchase paid 0, or
+        refunded, has no fee to give back). A purchase paid in another currency than the
+        fee's gets back what was kept of it, in its own currency (there is no rate to
+        compare the two by)."""
         reasons = self.payout_eligibility(now=now, trader_suspended=trader_suspended).reasons()
         if reasons:
             raise PayoutRefused(
@@ -559,8 +561,9 @@ class TradingAccount(Aggregate):
                 details={"reasons": reasons},
             )
         fee = self.program.fee
-        if fee_kept is not None and fee_kept.currency == fee.currency:
-            fee = fee.min(fee_kept.max(Money.zero(fee.currency)))
+        if fee_kept is not None:
+            kept = fee_kept.max(Money.zero(fee_kept.currency))
+            fee = fee.min(kept) if kept.currency == fee.currency else kept
         split = breakdown(self.state.profit, self.program.funded_terms, self.approved_payouts, fee)
         self.trigger_event(self.PayoutRequested, payout_id=payout_id, board=self.board())
         return split
