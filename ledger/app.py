@@ -64,6 +64,8 @@ HOT_ACCOUNTS = 20_000  # accounts kept as last saved by this process
 SNAPSHOT_EVERY = 200  # account events between snapshots
 MAX_BATCH_TRADES = 1000
 PURCHASE_METHODS = ("manual", "wallet")
+# The purchase id of a challenge paid at Stripe: `stripe:` and its PaymentIntent id.
+PROCESSOR_PURCHASE_PREFIX = "stripe:"
 _ID_MAX_LENGTH = 128
 
 
@@ -372,6 +374,15 @@ class PropLedger(Application[UUID]):
     def purchase(self, body: dict[str, Any], actor: str | None = None) -> AccountReply:
         """Record a challenge purchase and open its phase-1 account (once per purchase_id)."""
         purchase_id = _external_id(body.get("purchase_id"), "purchase_id")
+        if purchase_id.startswith(PROCESSOR_PURCHASE_PREFIX):
+            # A processor payment's account is keyed by this id: one recorded by hand
+            # would take it, and the payment could then never be booked.
+            raise InvalidInput(
+                f"purchase ids starting with {PROCESSOR_PURCHASE_PREFIX!r} are the ids of "
+                "Stripe payments; record this purchase under another id",
+                code="invalid_input",
+                details={"field": "purchase_id"},
+            )
         trader_id = _external_id(body.get("trader_id"), "trader_id")
         program_id = _external_id(body.get("program_id"), "program_id")
         method = body.get("method")
@@ -604,11 +615,11 @@ class PropLedger(Application[UUID]):
             return "deposit", trader
         assert program is not None
         account = self._open_first_account(
-            first_account_id(f"stripe:{fact.payment_ref}"),
+            first_account_id(f"{PROCESSOR_PURCHASE_PREFIX}{fact.payment_ref}"),
             trader,
             program,
             purchase={
-                "purchase_id": f"stripe:{fact.payment_ref}",
+                "purchase_id": f"{PROCESSOR_PURCHASE_PREFIX}{fact.payment_ref}",
                 "method": "processor",
                 "amount": fact.amount.amount,
                 "currency": fact.amount.currency,
@@ -650,7 +661,7 @@ class PropLedger(Application[UUID]):
                 raise NotFound(f"payment {payment_ref} not found", code="unknown_payment")
             program = self.program(program_id)
             trader = self._trader_or_new(trader_id)
-            account_id = first_account_id(f"stripe:{payment_ref}")
+            account_id = first_account_id(f"{PROCESSOR_PURCHASE_PREFIX}{payment_ref}")
             payment.allocate(
                 trader_id=trader_id, program_id=program_id, account_id=str(account_id), actor=actor
             )
@@ -660,7 +671,7 @@ class PropLedger(Application[UUID]):
                 trader,
                 program,
                 purchase={
-                    "purchase_id": f"stripe:{payment_ref}",
+                    "purchase_id": f"{PROCESSOR_PURCHASE_PREFIX}{payment_ref}",
                     "method": "processor",
                     "amount": payment.amount.amount,
                     "currency": payment.amount.currency,
@@ -717,9 +728,11 @@ class PropLedger(Application[UUID]):
             return None
         paid = Money(Decimal(str(purchase["amount"])), str(purchase["currency"]))
         purchase_id = str(purchase.get("purchase_id") or "")
-        if purchase.get("method") != "processor" or not purchase_id.startswith("stripe:"):
+        if purchase.get("method") != "processor" or not purchase_id.startswith(
+            PROCESSOR_PURCHASE_PREFIX
+        ):
             return paid
-        payment = self._payment(purchase_id.removeprefix("stripe:"))
+        payment = self._payment(purchase_id.removeprefix(PROCESSOR_PURCHASE_PREFIX))
         kept = None if payment is None else payment.unrefunded
         if payment is None or kept is None or kept.currency != paid.currency:
             return paid

@@ -219,6 +219,30 @@ def test_a_completed_checkout_for_a_trader_and_program_opens_phase_1_and_books_t
     assert trader(client, trader_id)["status"] == "active"
 
 
+def test_a_manual_purchase_cannot_take_the_id_of_a_stripe_payments_account(
+    client: TestClient, program_id: str
+) -> None:
+    """A Stripe challenge's account is keyed by `stripe:` and its PaymentIntent id; a
+    purchase recorded by hand under that id would take the account, and the payment could
+    never be booked (a 500 on every delivery). Such an id is refused."""
+    trader_id = uid("trader-")
+    payment = challenge(trader_id, program_id)
+    body = {
+        "purchase_id": f"stripe:{payment.intent}",
+        "trader_id": trader_id,
+        "program_id": program_id,
+        "method": "manual",
+        "amount": "540.00",
+        "currency": "USD",
+    }
+    refused = client.post("/v1/purchases", json=body, headers=FINANCE)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"] == {"field": "purchase_id"}
+    assert delivered(client, payment.checkout_completed())["outcome"] == "challenge"
+    (account,) = trader_accounts(client, trader_id)
+    assert account["account_id"] == str(first_account_id(f"stripe:{payment.intent}"))
+
+
 def test_the_same_event_delivered_again_changes_nothing(
     client: TestClient, program_id: str
 ) -> None:
