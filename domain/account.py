@@ -552,8 +552,8 @@ class TradingAccount(Aggregate):
         the firm kept of the purchase's payment (paid, less refunds and chargebacks): the
         fee refunded is the program's fee, but never more than that (a purchase paid 0, or
         refunded, has no fee to give back). A purchase paid in another currency than the
-        fee's gets back what was kept of it, in its own currency (there is no rate to
-        compare the two by)."""
+        fee's cannot be compared with it (there is no rate): the fee goes back in its own
+        currency when anything was kept, nothing when nothing was."""
         reasons = self.payout_eligibility(now=now, trader_suspended=trader_suspended).reasons()
         if reasons:
             raise PayoutRefused(
@@ -563,7 +563,10 @@ class TradingAccount(Aggregate):
         fee = self.program.fee
         if fee_kept is not None:
             kept = fee_kept.max(Money.zero(fee_kept.currency))
-            fee = fee.min(kept) if kept.currency == fee.currency else kept
+            if kept.currency == fee.currency:
+                fee = fee.min(kept)
+            elif not kept.amount:
+                fee = Money.zero(fee.currency)
         split = breakdown(self.state.profit, self.program.funded_terms, self.approved_payouts, fee)
         self.trigger_event(self.PayoutRequested, payout_id=payout_id, board=self.board())
         return split

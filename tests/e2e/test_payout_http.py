@@ -1086,24 +1086,25 @@ def test_the_fee_refunded_is_never_more_than_the_purchase_paid(
     assert payout["total"] == f"{Decimal('800.00') + Decimal(refunded):.2f}"
 
 
-@pytest.mark.parametrize(("paid", "refunded"), [("0", "0.00"), ("100.00", "100.00")])
-def test_a_purchase_paid_in_another_currency_gets_back_what_was_paid_in_that_currency(
+@pytest.mark.parametrize(("paid", "refunded"), [("0", "0.00"), ("100.00", "540.00")])
+def test_a_purchase_paid_in_another_currency_refunds_the_fee_unless_nothing_was_kept(
     client: TestClient, program_id: str, paid: str, refunded: str
 ) -> None:
     """The fee is 540.00 USD; finance recorded the challenge as paid in euros. There is no
-    rate to compare the two by, so the refund is what was paid, in euros: a challenge
-    recorded at 0 EUR gives nothing back (until 2026-12-07 it gave the whole 540.00 USD)."""
+    rate to compare the two by, so the refund stays the program's fee, in dollars, unless
+    the firm kept nothing of the purchase: a challenge recorded at 0 EUR gives nothing back
+    (until 2026-12-07 it gave the whole 540.00 USD)."""
     trader_id = uid("trader-")
     phase = phase_account(client, program_id, trader_id, amount=paid, currency="EUR")
     passed = trade(client, phase, "1000.00")
     funded_id = str(passed["next_account_id"])
     trade(client, funded_id, "1000.00")
     payout = request_payout(client, funded_id, trader_headers(trader_id))
-    assert (payout["fee_refund"], payout["fee_refund_currency"]) == (refunded, "EUR")
-    assert payout["total"] == "800.00"  # the account's currency: USD
+    assert (payout["fee_refund"], payout["fee_refund_currency"]) == (refunded, "USD")
+    assert payout["total"] == f"{Decimal('800.00') + Decimal(refunded):.2f}"
     approved = approve(client, payout["payout_id"])
     assert approved["status"] == "approved"
     refunds = entries(client, "revenue:refunds")
     mine = [line for line in refunds if line["entry_id"].startswith(payout["payout_id"])]
-    assert all(line["currency"] == "EUR" for line in mine)
+    assert all(line["currency"] == "USD" for line in mine)
     assert sum(Decimal(line["debit"]) for line in mine) == Decimal(refunded)
