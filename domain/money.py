@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
@@ -219,7 +219,7 @@ class Money:
     def percent(self, pct: Decimal, rounding: str = ROUND_HALF_EVEN) -> Money:
         """`pct` percent of this amount, rounded to the minor unit (half-even unless told)."""
         if type(pct) is not Decimal:  # keyed by value, a float or int would hit a Decimal
-            return Money.rounded(self.amount * pct / 100, self.currency, rounding)
+            return Money.rounded(exact_percent(self.amount, pct), self.currency, rounding)
         # Signs are part of the key: -0 equals 0 but prints "-0.00".
         return _percent(
             self.amount, self.currency, pct, rounding, self.amount.is_signed(), pct.is_signed()
@@ -251,7 +251,24 @@ def _percent(
     """Remembered: the rules take the same few percentages of an account's initial
     balance (its floors, its target) on every trade. The result depends only on the
     values (Money is immutable), so a remembered one is the one that would be computed."""
-    return Money.rounded(amount * pct / 100, currency, rounding)
+    return Money.rounded(exact_percent(amount, pct), currency, rounding)
+
+
+# Products computed exactly, then rounded once: the default context keeps 28 digits, and a
+# 16-digit amount times a many-digit percentage would be rounded there first (a half-even
+# share of 1.00 at 1.4999...9 % came out 0.02, not 0.01).
+_EXACT = Context(prec=400, Emax=MAX_EMAX, Emin=MIN_EMIN)
+
+
+def exact_product(a: Decimal | int, b: Decimal | int) -> Decimal:
+    """`a` x `b` with every digit kept (the operands are bounded by input validation).
+    A float is refused (TypeError), as Decimal arithmetic refuses it."""
+    return _EXACT.multiply(a, b)
+
+
+def exact_percent(amount: Decimal, pct: Decimal | int) -> Decimal:
+    """`pct` % of `amount`, every digit kept: to be rounded once, by the caller."""
+    return _EXACT.scaleb(exact_product(amount, pct), Decimal(-2))
 
 
 _EXACT_BOUND = Decimal(10) ** 20

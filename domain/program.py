@@ -22,6 +22,9 @@ DAILY_LOSS_BASES = ("balance", "balance_or_equity")
 MAX_LOSS_MODES = ("static", "trailing", "trailing_eod")
 FUNDED_STAGE = "funded"
 MAX_PHASES = 10
+# A percentage's decimal places: far more than any program needs, and few enough that every
+# product of a percentage and an amount is computed exactly (domain.money.exact_product).
+MAX_PCT_PLACES = 20
 
 _PROGRAM_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DAY_START_PATTERN = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -154,7 +157,9 @@ class ProgramDefinition:
 
 
 def _pct(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    # Positional, never scientific: str(Decimal("0.0000001")) is "1E-7", which `parse`
+    # (stored or not) refuses, and a stored program must parse again.
+    return None if value is None else format(value, "f")
 
 
 def _common_rules_dict(rules: StageRules) -> dict[str, Any]:
@@ -216,6 +221,9 @@ class _Parser:
             number = parse_decimal(str(value), field=field)
         except DomainError:
             self.problem(field, 'must be a decimal string such as "10"')
+            return None
+        if not self.stored and -int(number.as_tuple().exponent) > MAX_PCT_PLACES:
+            self.problem(field, f"must have at most {MAX_PCT_PLACES} decimal places")
             return None
         too_low = number < low if low_inclusive else number <= low
         if too_low or number > high:

@@ -34,7 +34,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from domain.days import trading_day
-from domain.money import Money
+from domain.money import Money, exact_product
 from domain.program import StageRules
 
 ACTIVE = "active"
@@ -330,7 +330,7 @@ def consistency_holds(state: AccountState, max_day_pct: Decimal | None) -> bool:
     if total <= 0:
         return True
     best_day = max(state.daily_pnl.values())
-    return best_day * 100 <= total * max_day_pct
+    return exact_product(best_day, 100) <= exact_product(total, max_day_pct)
 
 
 def profit_target(state: AccountState, rules: StageRules) -> Money | None:

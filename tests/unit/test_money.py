@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from domain.errors import CurrencyMismatch, InvalidInput
-from domain.money import Money, minor_unit_exponent
+from domain.money import Money, exact_percent, exact_product, minor_unit_exponent
 
 # Refusals of the amount ------------------------------------------------------------------
 
@@ -264,3 +264,30 @@ def test_zero_is_zero_at_the_minor_unit() -> None:
     assert str(Money.zero("USD").amount) == "0.00"
     assert str(Money.zero("JPY").amount) == "0"
     assert str(Money.zero("KWD").amount) == "0.000"
+
+
+# Exact products --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount", "pct", "expected"),
+    [
+        # 84,738,220,744.915 less 10^-24: .91. Rounded to 28 digits first, the product was
+        # exactly the half cent, and half-even made it .92.
+        ("123456789012.33", "68.63795942113150181103", "84738220744.91"),
+        ("1.00", "1.49999999999999999999", "0.01"),
+        ("0.05", "50.00000000000000000001", "0.03"),  # 0.025000...0005: above the half
+    ],
+)
+def test_a_percentage_of_many_digits_is_rounded_once(amount: str, pct: str, expected: str) -> None:
+    assert str(Money.of(amount, "USD").percent(Decimal(pct)).amount) == expected
+
+
+def test_an_exact_product_keeps_every_digit_and_refuses_a_float() -> None:
+    product = exact_product(Decimal("123456789.01"), Decimal("24.18606216753409468899"))
+    assert product == Decimal("2985933573.9999999999999999999999")  # 28 digits: 2985933574
+    assert exact_percent(Decimal("1.00"), Decimal("1.49999999999999999999")) == Decimal(
+        "0.0149999999999999999999"
+    )
+    with pytest.raises(TypeError):
+        exact_product(Decimal(1), 0.5)  # type: ignore[arg-type]

@@ -337,3 +337,26 @@ def test_a_recorded_program_stays_readable_under_checks_added_after_it() -> None
     stored = ProgramDefinition.parse(data, stored=True)
     assert stored.day_timezone == "posix/Europe/Prague"
     assert str(stored.initial_balance.amount) == "1000000000000.00"
+
+
+@pytest.mark.parametrize("pct", ["0.000000000001", "0.0000001", "10.0000000", "0.5"])
+def test_a_small_percentage_is_written_positionally_and_parses_again(pct: str) -> None:
+    """str(Decimal("0.0000001")) is "1E-7", which parse refuses: a stored program written
+    so could not be read back (every account of the program would fail to load)."""
+    data = with_change(lambda d: d["phases"][0].update(max_loss_pct=pct))
+    program = ProgramDefinition.parse(data)
+    written = program.to_dict()
+    assert written["phases"][0]["max_loss_pct"] == pct
+    assert ProgramDefinition.parse(written, stored=True) == program
+    assert ProgramDefinition.parse(written) == program
+
+
+def test_a_percentage_with_more_than_twenty_decimal_places_is_refused() -> None:
+    data = with_change(lambda d: d["phases"][0].update(max_loss_pct="10." + "0" * 20 + "1"))
+    problems = problems_of(data)
+    assert problems == [
+        {"field": "phases[0].max_loss_pct", "message": "must have at most 20 decimal places"}
+    ]
+    ok = with_change(lambda d: d["phases"][0].update(max_loss_pct="10." + "0" * 19 + "1"))
+    limit = Decimal("10." + "0" * 19 + "1")
+    assert ProgramDefinition.parse(ok).phases[0].max_loss_pct == limit

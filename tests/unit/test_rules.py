@@ -9,6 +9,8 @@ All numbers are computed by hand in the comments.
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import date
 from decimal import Decimal
 from uuid import uuid4
 
@@ -16,7 +18,7 @@ import pytest
 
 from domain.account import TradingAccount
 from domain.program import ProgramDefinition
-from domain.rules import BREACHED, PASSED
+from domain.rules import BREACHED, PASSED, consistency_holds, opening_state
 from domain.trade import Trade
 from tests.unit.builders import (
     close,
@@ -647,3 +649,25 @@ def test_the_balance_is_the_initial_balance_plus_every_net_result() -> None:
     assert account.state.daily_pnl == {
         parse_instant("2026-01-05T10:00:00Z").date(): Decimal("1023.28")
     }
+
+
+@pytest.mark.parametrize(
+    ("max_day_pct", "holds"),
+    [("99.00000000010000000000", True), ("99.00000000009999999999", False)],
+)
+def test_consistency_compares_the_best_day_with_every_digit_of_the_limit(
+    max_day_pct: str, holds: bool
+) -> None:
+    """Best day 99,000,000.01 of a 100,000,000.01 total. At 99.0000000000999...9 % the
+    limit is 10^-22 short of it, so the day is over; rounded to the default 28 digits the
+    product was exactly the best day, and the check held."""
+    program = ProgramDefinition.parse(program_dict())
+    state = dataclasses.replace(
+        opening_state(program.initial_balance, program.phases[0]),
+        daily_pnl={
+            date(2026, 3, 2): Decimal("99000000.01"),
+            date(2026, 3, 3): Decimal("1000000.00"),
+        },
+    )
+    assert state.net_pnl_total == Decimal("100000000.01")
+    assert consistency_holds(state, Decimal(max_day_pct)) is holds
