@@ -153,6 +153,8 @@ class Money:
         """Money from a decimal string or Decimal, refusing floats and excess places."""
         check_currency(currency)
         number, places = _parse_decimal(amount, field)
+        if not number and number.is_signed():
+            number = number.copy_abs()  # "-0" is zero: never echoed, stored or summed as "-0.00"
         if places == minor_unit_exponent(currency):
             # Written with exactly the minor unit's places ("540.00" USD): already what
             # __post_init__ would quantise it to, so it is not checked again.

@@ -291,3 +291,11 @@ def test_an_exact_product_keeps_every_digit_and_refuses_a_float() -> None:
     )
     with pytest.raises(TypeError):
         exact_product(Decimal(1), 0.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["-0", "-0.00", "-0.0", "+0.00", "0"])
+def test_a_signed_zero_is_plain_zero(text: str) -> None:
+    money = Money.of(text, "USD")
+    assert str(money.amount) == "0.00"
+    assert not money.amount.is_signed()
+    assert money == Money.zero("USD")
