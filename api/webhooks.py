@@ -13,7 +13,8 @@ import stripe
 
 from api.errors import ApiError
 
-# Stripe's own default: a signature older (or newer) than this is refused as a replay.
+# Stripe's own default: a signature older than this is refused as a replay (the stripe
+# library checks only the past: a timestamp ahead of the clock needs the secret to sign).
 STRIPE_TOLERANCE_SECONDS = 300
 
 

@@ -256,19 +256,34 @@ class Payment(Aggregate):
         return True
 
     def move_dispute_funds(
-        self, dispute_id: str, direction: str, amount: Money, fee: Money, source_event: str
+        self,
+        dispute_id: str,
+        direction: str,
+        amount: Money,
+        fee: Money,
+        source_event: str,
+        *,
+        other_fees: tuple[Money, ...] = (),
     ) -> bool:
+        """`fee` is in the dispute's currency; `other_fees`, in other currencies (Stripe
+        takes the fee in the account's settlement currency), are booked as lines of their
+        own, each balancing in its currency."""
         if f"{dispute_id}:{direction}" in self.funds_moves:
             return False
         if direction == "withdrawn":
-            entry = journal.JournalEntry.of(
-                debits=[
-                    (journal.EXPENSES_CHARGEBACKS, amount),
-                    (journal.EXPENSES_PROCESSOR_FEES, fee),
-                ],
-                credits=[(journal.ASSETS_PROCESSOR, amount + fee)],
-            )
-            lines = entry.to_list() if (amount + fee).amount > 0 else []
+            fees = [fee, *other_fees]
+            lines: list[dict[str, Any]] = []
+            if amount.amount or any(part.amount for part in fees):
+                lines = journal.JournalEntry.of(
+                    debits=[
+                        (journal.EXPENSES_CHARGEBACKS, amount),
+                        *((journal.EXPENSES_PROCESSOR_FEES, part) for part in fees),
+                    ],
+                    credits=[
+                        (journal.ASSETS_PROCESSOR, amount + fee),
+                        *((journal.ASSETS_PROCESSOR, part) for part in other_fees),
+                    ],
+                ).to_list()
         else:
             lines = journal.transfer_lines(
                 journal.ASSETS_PROCESSOR, journal.EXPENSES_CHARGEBACKS, amount

@@ -560,7 +560,12 @@ class PropLedger(Application[UUID]):
             assert fact.direction is not None
             assert fact.dispute_id is not None
             payment.move_dispute_funds(
-                fact.dispute_id, fact.direction, fact.amount, fact.fee, fact.event_id
+                fact.dispute_id,
+                fact.direction,
+                fact.amount,
+                fact.fee,
+                fact.event_id,
+                other_fees=fact.other_fees,
             )
             outcome = f"dispute_funds_{fact.direction}"
         if payment.trader_id is not None:

@@ -39,6 +39,9 @@ class StripeFact:
     program_id: str | None = None
     amount: Money | None = None
     fee: Money | None = None
+    # A dispute withdrawal's fee in currencies other than the dispute's (the account's
+    # settlement currency): booked as lines of their own, one per currency.
+    other_fees: tuple[Money, ...] = ()
     dispute_id: str | None = None
     dispute_status: str | None = None
     direction: str | None = None
@@ -135,6 +138,13 @@ def _checkout_completed(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact
         # An asynchronous payment method has not paid yet; its success arrives later.
         # (A session without the field is taken as completed means: paid.)
         return StripeFact(kind=RECORD_ONLY, **base)
+    if obj.get("mode") == "setup" or (
+        obj.get("payment_status") == "no_payment_required" and obj.get("amount_total") is None
+    ):
+        # A session that saved a payment method and took no money (no amount, no
+        # currency): recorded, never refused (Stripe would retry it for days). A
+        # payment session discounted to 0 has an amount_total of 0 and books as usual.
+        return StripeFact(kind=RECORD_ONLY, **base)
     metadata = _metadata(obj)
     trader_id = _trader_id(metadata)
     program_id = _text(metadata.get("program_id"))
@@ -189,11 +199,21 @@ def _dispute_ref(obj: dict[str, Any]) -> str | None:
     return _ref(obj.get("payment_intent")) or _ref(obj.get("charge"))
 
 
+def _dispute_id(obj: dict[str, Any]) -> str:
+    dispute_id = _text(obj.get("id"))
+    if dispute_id is None:
+        raise InvalidInput(
+            "a Stripe dispute event needs the dispute's id (data.object.id)",
+            code="invalid_event",
+        )
+    return dispute_id
+
+
 def _dispute_created(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
     return StripeFact(
         kind=DISPUTE,
         payment_ref=_dispute_ref(obj),
-        dispute_id=_text(obj.get("id")),
+        dispute_id=_dispute_id(obj),
         dispute_status=DISPUTE_OPEN,
         **base,
     )
@@ -206,7 +226,7 @@ def _dispute_closed(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
     return StripeFact(
         kind=DISPUTE,
         payment_ref=_dispute_ref(obj),
-        dispute_id=_text(obj.get("id")),
+        dispute_id=_dispute_id(obj),
         dispute_status=status,
         **base,
     )
@@ -217,8 +237,10 @@ Reader = Callable[[dict[str, Any], dict[str, Any]], StripeFact]
 
 def _dispute_funds(direction: str) -> Reader:
     def read(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
+        dispute_id = _dispute_id(obj)
         amount = _money(obj.get("amount"), obj.get("currency"))
         fee = Money.zero(amount.currency)
+        other_fees: dict[str, Money] = {}
         if direction == "withdrawn":
             transactions = [
                 bt for bt in obj.get("balance_transactions") or [] if isinstance(bt, dict)
@@ -231,13 +253,17 @@ def _dispute_funds(direction: str) -> Reader:
                 fee_part = _money(transaction.get("fee", 0), currency)
                 if fee_part.currency == fee.currency:
                     fee = fee + fee_part
+                elif fee_part.amount:
+                    held = other_fees.get(fee_part.currency, Money.zero(fee_part.currency))
+                    other_fees[fee_part.currency] = held + fee_part
         return StripeFact(
             kind=DISPUTE_FUNDS,
             payment_ref=_dispute_ref(obj),
-            dispute_id=_text(obj.get("id")),
+            dispute_id=dispute_id,
             direction=direction,
             amount=amount,
             fee=fee,
+            other_fees=tuple(other_fees[code] for code in sorted(other_fees)),
             **base,
         )
 

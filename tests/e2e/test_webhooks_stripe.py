@@ -1139,3 +1139,81 @@ def test_a_deposit_refunded_in_full_before_its_trader_is_named_still_names_the_t
     )  # fmt: skip
     assert trader(client, trader_id)["trader_id"] == trader_id
     assert wallet(client, trader_id) == Decimal("0")
+
+
+def test_a_dispute_fee_in_the_settlement_currency_is_booked_in_that_currency(
+    client: TestClient,
+) -> None:
+    """A euro deposit disputed on a dollar Stripe account: the 500.00 EUR leave in euros,
+    Stripe's 15.00 dispute fee in dollars. Each balances in its own currency (until
+    2026-12-07 the dollar fee was booked nowhere)."""
+    trader_id = uid("trader-")
+    payment = deposit(trader_id, 50000, "eur")
+    delivered(client, payment.checkout_completed())
+    dispute_id = sp.new_id("dp_")
+    withdrawn = payment.dispute_event("charge.dispute.funds_withdrawn", dispute_id)
+    withdrawn["data"]["object"]["balance_transactions"] = [
+        sp.balance_transaction(amount=-54000, fee=1500, currency="usd")
+    ]
+    before = balances(client)
+
+    delivered(client, withdrawn)
+
+    assert change(before, balances(client)) == {
+        "expenses:chargebacks EUR": Decimal("500.00"),
+        "assets:processor EUR": -Decimal("500.00"),
+        "expenses:processor_fees USD": Decimal("15.00"),
+        "assets:processor USD": -Decimal("15.00"),
+    }
+    assert delivered(client, withdrawn)["duplicate"] is True
+
+
+@pytest.mark.parametrize(
+    "event_type",
+    ["charge.dispute.created", "charge.dispute.closed", "charge.dispute.funds_withdrawn"],
+)
+@pytest.mark.parametrize("bad_id", [None, 42, "", "dp_\x00"])
+def test_a_dispute_event_without_a_usable_dispute_id_is_refused_and_changes_nothing(
+    client: TestClient, program_id: str, event_type: str, bad_id: Any
+) -> None:
+    payment = challenge(uid("trader-"), program_id)
+    delivered(client, payment.checkout_completed())
+    payload = payment.dispute_event(event_type, sp.new_id("dp_"))
+    if bad_id is None:
+        del payload["data"]["object"]["id"]
+    else:
+        payload["data"]["object"]["id"] = bad_id
+    before = balances(client)
+
+    response = deliver(client, payload)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_event"
+    assert "dispute's id" in response.json()["error"]["message"]
+    assert balances(client) == before
+    # Not recorded as delivered: once fixed (the same event id), it is applied.
+    payload["data"]["object"]["id"] = sp.new_id("dp_")
+    assert delivered(client, payload)["duplicate"] is False
+
+
+def test_a_setup_mode_checkout_is_acknowledged_and_books_nothing(client: TestClient) -> None:
+    """A session that saved a card: no amount, no currency, nothing paid. Refusing it would
+    have Stripe retry it for days."""
+    session = sp.checkout_session(amount=0, metadata={"trader_id": uid("trader-")})
+    session.update(
+        mode="setup",
+        amount_total=None,
+        amount_subtotal=None,
+        currency=None,
+        payment_intent=None,
+        payment_status="no_payment_required",
+        setup_intent=sp.new_id("seti_"),
+    )
+    payload = sp.event("checkout.session.completed", session)
+    before = balances(client)
+
+    reply = delivered(client, payload)
+
+    assert (reply["outcome"], reply["duplicate"]) == ("recorded", False)
+    assert balances(client) == before
+    assert session["id"] not in unallocated_ids(client)
