@@ -14,6 +14,7 @@ duplicate: no trade is applied twice.
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import threading
 import time
@@ -54,6 +55,7 @@ from ledger.encoding import ComposedJSONTranscoder
 from ledger.grouping import TradeGrouper
 
 T = TypeVar("T")
+_LOG = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 12
 # A batch decides all its trades again on every collision, so writers posting single trades
@@ -866,7 +868,18 @@ class PropLedger(Application[UUID]):
         except (IntegrityError, _StaleRead):
             half = len(items) // 2
             first, first_position = self._apply_in_halves(items[:half], actor)
-            second, second_position = self._apply_in_halves(items[half:], actor)
+            try:
+                second, second_position = self._apply_in_halves(items[half:], actor)
+            except Exception as error:
+                if first_position is None:
+                    raise  # nothing of the batch is saved: it fails whole, as before
+                # The first half is committed: a 5xx would tell the client nothing was.
+                # The rest is answered as not applied (send it again), the saved part as
+                # what it is.
+                _LOG.exception("a batch's later half failed after its first half was saved")
+                return first + [_not_applied(item, error) for item in items[half:]], (
+                    first_position
+                )
             return first + second, second_position or first_position
 
     def _apply_batch(
@@ -1025,6 +1038,22 @@ def _busy(item: Any) -> BatchResult:
         account_id if isinstance(account_id, str) else "",
         trade_id if isinstance(trade_id, str) else None,
         error,
+    )
+
+
+def _not_applied(item: Any, error: BaseException) -> BatchResult:
+    account_id = item.get("account_id") if isinstance(item, dict) else None
+    trade_id = item.get("trade_id") if isinstance(item, dict) else None
+    refusal = DomainError(
+        "not applied: the store failed after earlier trades of this batch were saved; "
+        "send this trade again",
+        code="not_applied",
+        details={"reason": type(error).__name__},
+    )
+    return _rejected(
+        account_id if isinstance(account_id, str) else "",
+        trade_id if isinstance(trade_id, str) else None,
+        refusal,
     )
 
 

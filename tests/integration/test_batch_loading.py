@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import OperationalError
 
 from ledger import app as app_module
 from ledger.app import SNAPSHOT_EVERY, PropLedger
@@ -265,5 +266,80 @@ def test_a_single_trade_that_never_gets_through_is_rejected_busy_after_saved_hal
         ]  # fmt: skip
         assert results[1].error is not None
         assert results[1].error["code"] == "busy"
+    finally:
+        ledger.close()
+
+
+def test_a_store_failure_after_a_saved_half_answers_what_was_saved_not_a_5xx(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a fault audit: a batch applied in halves whose later half lost the store
+    answered 503, though its first half was committed; the client could not know. Now
+    the saved trades are answered `created` and the rest `rejected` (not_applied), and
+    sending the whole batch again records each trade once."""
+    migrate(url)
+    ledger = PropLedger(url)
+    try:
+        program = program_body(uid("fault-"))
+        ledger.define_program(program)
+        accounts = [
+            str(ledger.purchase(purchase_body(program["program_id"])).account.id) for _ in range(2)
+        ]
+        items = [item(accounts[n % 2], f"F-{n}") for n in range(4)]
+        real_save = ledger.save
+        saved: list[int] = []
+
+        def failing_save(*aggregates: Any, **kwargs: Any) -> Any:
+            if len(aggregates) > 1:
+                raise app_module.IntegrityError("taken (simulated)")
+            if saved:
+                raise OperationalError("connection lost (simulated)")
+            saved.append(1)
+            return real_save(*aggregates, **kwargs)
+
+        monkeypatch.setattr(ledger, "save", failing_save)
+        results, position = ledger.record_trades_batch(items, "bridge")
+        assert [(r.trade_id, r.result) for r in results] == [
+            ("F-0", "created"), ("F-1", "rejected"), ("F-2", "rejected"), ("F-3", "rejected"),
+        ]  # fmt: skip
+        assert results[1].error is not None
+        assert results[1].error["code"] == "not_applied"
+        assert position == ledger.position()
+
+        monkeypatch.setattr(ledger, "save", real_save)
+        again, _ = ledger.record_trades_batch(items, "bridge")
+        assert [r.result for r in again] == ["duplicate", "created", "created", "created"]
+        for account_id in accounts:
+            trades = [
+                event.trade["trade_id"]
+                for event in ledger.events.get(ledger.account(account_id).id)
+                if hasattr(event, "trade")
+            ]
+            assert len(trades) == len(set(trades)) == 2
+    finally:
+        ledger.close()
+
+
+def test_a_store_failure_before_anything_is_saved_still_fails_the_whole_batch(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrate(url)
+    ledger = PropLedger(url)
+    try:
+        program = program_body(uid("fault-"))
+        ledger.define_program(program)
+        account_id = str(ledger.purchase(purchase_body(program["program_id"])).account.id)
+        other = str(ledger.purchase(purchase_body(program["program_id"])).account.id)
+        before = ledger.position()
+
+        def failing_save(*aggregates: Any, **kwargs: Any) -> Any:
+            if len(aggregates) > 1:
+                raise app_module.IntegrityError("taken (simulated)")
+            raise OperationalError("connection lost (simulated)")
+
+        monkeypatch.setattr(ledger, "save", failing_save)
+        with pytest.raises(OperationalError):
+            ledger.record_trades_batch([item(account_id, "G-0"), item(other, "G-1")], "bridge")
+        assert ledger.position() == before
     finally:
         ledger.close()
