@@ -91,7 +91,9 @@ def test_money_of_text_at_the_minor_units_places_is_what_the_checked_way_gives(
     text = sign + whole + ("" if fraction is None else "." + fraction)
     checked: Money | str
     try:
-        checked = Money(parse_decimal(text), currency)
+        number = parse_decimal(text)
+        # A signed zero is zero (Money.of drops the sign; the checked way keeps it).
+        checked = Money(number.copy_abs() if not number else number, currency)
     except InvalidInput as refused:
         checked = refused.code
     try:
