@@ -268,6 +268,11 @@ def exact_product(a: Decimal | int, b: Decimal | int) -> Decimal:
     return _EXACT.multiply(a, b)
 
 
+def exact_difference(a: Decimal, b: Decimal) -> Decimal:
+    """`a` - `b` with every digit kept."""
+    return _EXACT.subtract(a, b)
+
+
 def exact_percent(amount: Decimal, pct: Decimal | int) -> Decimal:
     """`pct` % of `amount`, every digit kept: to be rounded once, by the caller."""
     return _EXACT.scaleb(exact_product(amount, pct), Decimal(-2))

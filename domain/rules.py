@@ -34,7 +34,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from domain.days import trading_day
-from domain.money import Money, exact_product
+from domain.money import Money, exact_difference, exact_percent, exact_product
 from domain.program import StageRules
 
 ACTIVE = "active"
@@ -167,11 +167,16 @@ class AccountState:
             day_start_equity_at=data.get("day_start_equity_at"),
         )
 
-    def daily_loss_floor(self, rules: StageRules) -> Money:
+    def daily_loss_base(self, rules: StageRules) -> Money:
         base = self.day_start_balance
         if rules.daily_loss_base == "balance_or_equity" and self.day_start_equity is not None:
             base = base.max(self.day_start_equity)
-        return base - loss_allowance(self.initial_balance, rules.max_daily_loss_pct)
+        return base
+
+    def daily_loss_floor(self, rules: StageRules) -> Money:
+        return self.daily_loss_base(rules) - loss_allowance(
+            self.initial_balance, rules.max_daily_loss_pct
+        )
 
 
 def opening_state(initial_balance: Money, rules: StageRules) -> AccountState:
@@ -284,11 +289,15 @@ def after_equity_mark(
     if state.last_mark_at is None or at >= state.last_mark_at:
         state = replace(state, last_mark_value=value, last_mark_at=at)
     if state.current_day is not None and day < state.current_day:
-        # A late mark taken before the current day began, after the one the day started
-        # from, is now "the last equity mark before the day began". (An older snapshot does
-        # not say when its mark was taken: then the day keeps its mark.)
+        # A late mark taken before the current day began, at or after the one the day
+        # started from, is now "the last equity mark before the day began": one at the same
+        # instant is a correction of it, as it would have been had it come before the day
+        # rolled. (An older snapshot does not say when its mark was taken: then the day
+        # keeps its mark.)
         known = state.day_start_equity_at
-        if (known is None and state.day_start_equity is None) or (known is not None and at > known):
+        if (known is None and state.day_start_equity is None) or (
+            known is not None and at >= known
+        ):
             state = replace(state, day_start_equity=value, day_start_equity_at=at)
     high_water_mark = state.high_water_mark
     if rules.max_loss_mode != "trailing_eod":
@@ -316,11 +325,31 @@ def find_breach(
     max_floor = state.max_loss_floor
     below_daily = value < daily_floor
     below_max = value < max_floor
-    if below_max and (not below_daily or max_floor >= daily_floor):
+    if below_max and (
+        not below_daily
+        or max_floor > daily_floor
+        or (max_floor == daily_floor and not _daily_floor_exactly_higher(state, rules))
+    ):
         return Breach(MAX_LOSS, at, value, max_floor)
     if below_daily:
         return Breach(MAX_DAILY_LOSS, at, value, daily_floor)
     return None
+
+
+def _daily_floor_exactly_higher(state: AccountState, rules: StageRules) -> bool:
+    """Whether the daily floor is above the max-loss floor before rounding: the shown
+    floors are the exact ones rounded up to the minor unit, so two that differ by less
+    than one show the same, and the higher exact one is the floor fallen through first."""
+    initial = state.initial_balance.amount
+    daily = exact_difference(
+        state.daily_loss_base(rules).amount, exact_percent(initial, rules.max_daily_loss_pct)
+    )
+    max_allowance = exact_percent(initial, rules.max_loss_pct)
+    if rules.max_loss_mode == "static":
+        max_loss = exact_difference(initial, max_allowance)
+    else:  # trailing: from the high-water mark, locked at the initial balance
+        max_loss = min(initial, exact_difference(state.high_water_mark.amount, max_allowance))
+    return daily > max_loss
 
 
 def consistency_holds(state: AccountState, max_day_pct: Decimal | None) -> bool:

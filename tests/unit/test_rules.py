@@ -234,6 +234,32 @@ def test_an_equity_mark_through_equal_floors_names_max_loss() -> None:
     assert account.board()["breach"]["rule"] == "max_loss"
 
 
+@pytest.mark.parametrize(
+    ("daily_pct", "max_pct", "rule"),
+    [("9.999996", "9.999999", "max_daily_loss"), ("9.999999", "9.999996", "max_loss")],
+)
+def test_floors_shown_equal_are_told_apart_by_their_exact_values(
+    daily_pct: str, max_pct: str, rule: str
+) -> None:
+    """Exact floors 90,000.004 and 90,000.001 both show as 90,000.01; the breach names the
+    one fallen through first, the exactly higher (until 2026-12-07 the rounded ones were
+    compared, found equal, and max_loss named either way)."""
+    data = program_dict()
+    data["phases"][0].update(max_daily_loss_pct=daily_pct, max_loss_pct=max_pct)
+    account = TradingAccount.open(
+        account_id=uuid4(),
+        trader_id="trader-1",
+        program=ProgramDefinition.parse(data),
+        program_version=1,
+        stage="phase-1",
+    )
+    close(account, "t1", "2026-01-05T10:00:00Z", "-10000.00")  # 90000.00
+    board = account.board()
+    assert board["daily_loss_floor"] == board["max_loss_floor"] == usd("90000.01")
+    assert board["breach"]["rule"] == rule
+    assert board["breach"]["floor"] == usd("90000.01")
+
+
 def test_falling_through_the_max_loss_floor_only_names_max_loss() -> None:
     account = open_account()
     close(account, "t1", "2026-01-05T10:00:00Z", "-4000.00")  # 96000.00
@@ -404,6 +430,26 @@ def test_balance_or_equity_ignores_a_mark_made_during_the_current_day_until_the_
     assert account.board()["daily_loss_floor"] == usd("95000.00")
     close(account, "t2", "2026-01-06T10:00:00Z", "0.00")  # 01-06: max(100000, 104000)
     assert account.board()["daily_loss_floor"] == usd("99000.00")
+
+
+@pytest.mark.parametrize("correction_first", [True, False])
+def test_a_correction_of_the_mark_the_day_started_from_counts_in_either_order(
+    correction_first: bool,
+) -> None:
+    """The last mark before 03-03 is 104,000.00, corrected to 100,500.00 (the same
+    instant, another equity). Sent after the day rolled, the correction was ignored as
+    the day's base (floor 99,000.00, and the -1,000.00 trade breached); sent before, it
+    was used (95,500.00). The floor is now the same in both orders."""
+    account = open_account(daily_loss_base="balance_or_equity")
+    mark(account, "104000.00", "2026-03-02T10:00:00Z")
+    if correction_first:
+        mark(account, "100500.00", "2026-03-02T10:00:00Z")
+    close(account, "t1", "2026-03-03T09:00:00Z", "-100.00")  # 03-03 begins: 99900.00
+    if not correction_first:
+        mark(account, "100500.00", "2026-03-02T10:00:00Z")
+    assert account.board()["daily_loss_floor"] == usd("95500.00")  # 100500.00 - 5000.00
+    close(account, "t2", "2026-03-03T10:00:00Z", "-1000.00")  # 98900.00
+    assert account.board()["status"] == "active"
 
 
 # Equity ----------------------------------------------------------------------------------
