@@ -93,7 +93,7 @@ def test_money_of_text_at_the_minor_units_places_is_what_the_checked_way_gives(
     try:
         number = parse_decimal(text)
         # A signed zero is zero (Money.of drops the sign; the checked way keeps it).
-        checked = Money(number.copy_abs() if not number else number, currency)
+        checked = Money(number if number else number.copy_abs(), currency)
     except InvalidInput as refused:
         checked = refused.code
     try:
