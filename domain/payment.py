@@ -17,7 +17,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 
 from domain import journal
-from domain.errors import Conflict, InvalidInput
+from domain.errors import Conflict, CurrencyMismatch, InvalidInput
 from domain.money import Money
 
 CHALLENGE = "challenge"
@@ -212,8 +212,19 @@ class Payment(Aggregate):
     def report_refund(self, refunded_total: Money, source_event: str) -> Money | None:
         """Record the processor's cumulative refunded amount; returns the amount newly
         booked (None while the payment itself is still unknown)."""
+        if self.amount is not None and refunded_total.currency != self.amount.currency:
+            raise CurrencyMismatch(
+                f"a refund in {refunded_total.currency} of a payment in {self.amount.currency}",
+                details={"currencies": [self.amount.currency, refunded_total.currency]},
+            )
         reported = self.refunded_reported
-        if reported is None or refunded_total > reported:
+        # A report in another currency (only possible before the payment is known) is
+        # replaced, not compared with.
+        if (
+            reported is None
+            or reported.currency != refunded_total.currency
+            or (refunded_total > reported)
+        ):
             self.trigger_event(
                 self.RefundReported,
                 refunded_total=refunded_total.amount,
@@ -224,6 +235,11 @@ class Payment(Aggregate):
 
     def _book_pending_refund(self) -> Money | None:
         if not self.is_received or self.refunded_reported is None or self.amount is None:
+            return None
+        if self.refunded_reported.currency != self.amount.currency:
+            # Reported before the payment arrived, in another currency than it: not a
+            # refund of this payment's money. It stays recorded and books nothing, and
+            # it does not stop the payment from being booked.
             return None
         booked = self.refunded_booked or Money.zero(self.amount.currency)
         # Never more than was paid: a processor's cumulative figure beyond the payment's

@@ -1217,3 +1217,40 @@ def test_a_setup_mode_checkout_is_acknowledged_and_books_nothing(client: TestCli
     assert (reply["outcome"], reply["duplicate"]) == ("recorded", False)
     assert balances(client) == before
     assert session["id"] not in unallocated_ids(client)
+
+
+def test_a_refund_in_another_currency_sent_before_its_payment_does_not_block_the_payment(
+    client: TestClient, program_id: str
+) -> None:
+    """A euro refund report arriving first for what turns out to be a dollar payment:
+    the payment was refused (422 currency_mismatch) on every delivery and never booked.
+    Now the stray report books nothing and the payment books; a euro refund of the known
+    dollar payment is refused and changes nothing; a dollar refund books as usual."""
+    trader_id = uid("trader-")
+    payment = challenge(trader_id, program_id)
+    stray = payment.refunded(10000)
+    stray["data"]["object"]["currency"] = "eur"
+    before = balances(client)
+    delivered(client, stray)
+    assert balances(client) == before
+
+    delivered(client, payment.checkout_completed())
+    assert change(before, balances(client)) == {
+        PROCESSOR: Decimal("540.00"),
+        "revenue:challenge_fees USD": -Decimal("540.00"),
+    }
+    assert [account["stage"] for account in trader_accounts(client, trader_id)] == ["phase-1"]
+
+    late = payment.refunded(20000)
+    late["data"]["object"]["currency"] = "eur"
+    held = balances(client)
+    refused = deliver(client, late)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == "currency_mismatch"
+    assert balances(client) == held
+
+    delivered(client, payment.refunded(5000))
+    assert change(held, balances(client)) == {
+        PROCESSOR: -Decimal("50.00"),
+        "revenue:refunds USD": Decimal("50.00"),
+    }
