@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import queue
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -350,6 +351,31 @@ async def _wait(future: Future[Any]) -> Any:
         ) from None
 
 
+# A claim younger than this is taken for a request still running (most end in well under
+# a second): retry in a second. An older one has most likely died with its process, but
+# may still be a slow request (one waiting out an unreachable store runs ~90 s): retry
+# when the claim is abandoned, and at least every RETRY_AT_MOST to hear its answer.
+RUNNING_FOR = timedelta(seconds=10)
+RETRY_AT_MOST = 30
+
+
+def retry_after_seconds(
+    created_at: str, abandoned_after: timedelta, now: datetime | None = None
+) -> int:
+    """What `Retry-After` says for a key still in progress: 1 while its request is
+    likely running, else the seconds until its claim counts as abandoned and the key is
+    free, at most RETRY_AT_MOST (a client obeying a constant 1 retried some 180 times
+    after a crash)."""
+    try:
+        claimed = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except (TypeError, ValueError):
+        return 1
+    age = (now or _now()) - claimed
+    if age < RUNNING_FOR:
+        return 1
+    return max(1, min(RETRY_AT_MOST, math.ceil((abandoned_after - age).total_seconds())))
+
+
 def claim_stamp() -> str:
     """A new claim's time, as stored: the claim's own mark."""
     return _stamp(_now())
@@ -393,7 +419,8 @@ class IdempotencyMiddleware:
         claimed_at = claim_stamp()
         existing = await store.claim_soon(principal, key, request_hash, claimed_at)
         if existing is not None:
-            await self._answer_existing(existing, request_hash, scope, receive, send)
+            retry_after = retry_after_seconds(existing["created_at"], store.abandoned_after)
+            await self._answer_existing(existing, request_hash, retry_after, scope, receive, send)
             return
         captured: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
 
@@ -437,7 +464,12 @@ class IdempotencyMiddleware:
 
     @staticmethod
     async def _answer_existing(
-        row: dict[str, Any], request_hash: str, scope: Scope, receive: Receive, send: Send
+        row: dict[str, Any],
+        request_hash: str,
+        retry_after: int,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         if row["request_hash"] != request_hash:
             response = envelope(
@@ -450,7 +482,7 @@ class IdempotencyMiddleware:
                 409,
                 "idempotency_key_in_progress",
                 "a request with this Idempotency-Key is still being processed; retry shortly",
-                headers={"Retry-After": "1"},
+                headers={"Retry-After": str(retry_after)},
             )
         else:
             stored_headers = [
