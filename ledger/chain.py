@@ -31,7 +31,13 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, StoredEvent
+import psycopg
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Composed, Identifier
@@ -183,6 +189,21 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
             if attempts[0] < 2 or not stored_events:
                 raise
             earlier = self._committed_earlier(stored_events)
+            if earlier is None:
+                raise
+            return earlier
+        except (InterfaceError, OperationalError) as failure:
+            # Every attempt failed on the connection; one of them may still have
+            # committed (the connection lost after COMMIT, then never back in time for
+            # the next attempt to collide with its rows). Asked once more: when the store
+            # holds this save's events, the save happened and is answered as such, not as
+            # a failure the client would resend into a `duplicate` of itself.
+            if not stored_events or attempts[0] < 1:
+                raise
+            try:
+                earlier = self._committed_earlier(stored_events)
+            except (InterfaceError, OperationalError, psycopg.Error):
+                raise failure from None
             if earlier is None:
                 raise
             return earlier

@@ -194,3 +194,78 @@ def test_a_collision_with_another_writers_rows_still_decides_again(
     assert sorted(event.trade["trade_id"] for event in trades) == ["T-mine", "T-other"]
     assert ledger.account(account_id).state.balance.amount == Decimal("100012.00")
     assert verify_chain(postgres_url).ok
+
+
+class FlapAfterCommit:
+    """The next save commits and loses its connection; then the store stays unreachable
+    for the event store's nine remaining attempts, and is back for the read-back."""
+
+    def __init__(self, ledger: PropLedger, monkeypatch: pytest.MonkeyPatch, down_for: int):
+        recorder: Any = ledger.recorder
+        datastore = recorder.datastore
+        real_connection = datastore.get_connection
+        self.down_for = down_for
+        self.state = "armed"
+
+        @contextmanager
+        def connection() -> Iterator[Any]:
+            if self.state == "down":
+                if self.down_for == 0:
+                    self.state = "back"
+                else:
+                    self.down_for -= 1
+                    raise persistence.OperationalError("connection refused (injected)")
+            with real_connection() as conn:
+                yield conn
+            if self.state == "armed":
+                self.state = "down"
+                raise persistence.OperationalError("connection lost after COMMIT (injected)")
+
+        monkeypatch.setattr(datastore, "get_connection", connection)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_a_save_whose_every_retry_met_a_dead_store_is_answered_by_what_it_committed(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, grouped: bool
+) -> None:
+    """Found by a fault audit (connections killed every 0.2-0.8 s): a trade committed by an
+    attempt whose connection then dropped, with every retry failing to connect, answered
+    503 (or, grouped, was decided again alone and answered as a duplicate of itself). The
+    store is asked once more after the last retry: it holds the save's rows, so the trade
+    is answered created, once."""
+    app = PropLedger(postgres_url, group_writes=grouped)
+    try:
+        account_id = str(app.purchase(purchase_body(quick_program(app))).account.id)
+        before = app.position()
+        flap = FlapAfterCommit(app, monkeypatch, down_for=9)
+        reply = app.post_trade(account_id, trade_body("T-flap", profit="3.00"))
+        assert flap.state == "back"
+        assert reply.duplicate is False
+        assert reply.position is not None
+        assert reply.position > before
+        trades = [
+            e for e in events_of(app, account_id) if isinstance(e, TradingAccount.TradeClosed)
+        ]
+        assert [event.trade["trade_id"] for event in trades] == ["T-flap"]
+        assert app.account(account_id).state.balance.amount == Decimal("100003.00")
+    finally:
+        app.close()
+
+
+def test_a_save_that_never_reached_the_store_still_fails(
+    ledger: PropLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account_id = str(ledger.purchase(purchase_body(quick_program(ledger))).account.id)
+    before = ledger.position()
+    recorder: Any = ledger.recorder
+
+    @contextmanager
+    def refused() -> Iterator[Any]:
+        raise persistence.OperationalError("connection refused (injected)")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(recorder.datastore, "get_connection", refused)
+    with pytest.raises(persistence.OperationalError):
+        ledger.record_trade(account_id, trade_body("T-never", profit="3.00"))
+    monkeypatch.undo()
+    assert ledger.position() == before
