@@ -540,6 +540,21 @@ class TradingAccount(Aggregate):
         says so)."""
         return self.program.funded_terms.refund_fee_with_first_payout and not self.approved_payouts
 
+    def fee_to_refund(self, fee_kept: Money | None) -> Money:
+        """The fee a refund gives back, given `fee_kept`: what the firm kept of the
+        purchase's payment (paid, less refunds and chargebacks; None when unknown). The
+        program's fee, but never more than that (a purchase paid 0, or refunded, has no fee
+        to give back). A purchase paid in another currency than the fee's cannot be
+        compared with it (there is no rate): the fee goes back in its own currency when
+        anything was kept, nothing when nothing was."""
+        fee = self.program.fee
+        if fee_kept is None:
+            return fee
+        kept = fee_kept.max(Money.zero(fee_kept.currency))
+        if kept.currency == fee.currency:
+            return fee.min(kept)
+        return fee if kept.amount else Money.zero(fee.currency)
+
     def request_payout(
         self,
         payout_id: str,
@@ -548,25 +563,15 @@ class TradingAccount(Aggregate):
         trader_suspended: bool,
         fee_kept: Money | None = None,
     ) -> Breakdown:
-        """Checks every condition at once; the breakdown is fixed here. `fee_kept`: what
-        the firm kept of the purchase's payment (paid, less refunds and chargebacks): the
-        fee refunded is the program's fee, but never more than that (a purchase paid 0, or
-        refunded, has no fee to give back). A purchase paid in another currency than the
-        fee's cannot be compared with it (there is no rate): the fee goes back in its own
-        currency when anything was kept, nothing when nothing was."""
+        """Checks every condition at once; the breakdown is fixed here (`fee_to_refund`
+        for the fee, from `fee_kept`)."""
         reasons = self.payout_eligibility(now=now, trader_suspended=trader_suspended).reasons()
         if reasons:
             raise PayoutRefused(
                 f"account {self.id} cannot be paid out now: {', '.join(reasons)}",
                 details={"reasons": reasons},
             )
-        fee = self.program.fee
-        if fee_kept is not None:
-            kept = fee_kept.max(Money.zero(fee_kept.currency))
-            if kept.currency == fee.currency:
-                fee = fee.min(kept)
-            elif not kept.amount:
-                fee = Money.zero(fee.currency)
+        fee = self.fee_to_refund(fee_kept)
         split = breakdown(self.state.profit, self.program.funded_terms, self.approved_payouts, fee)
         self.trigger_event(self.PayoutRequested, payout_id=payout_id, board=self.board())
         return split

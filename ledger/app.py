@@ -763,6 +763,19 @@ class PropLedger(Application[UUID]):
                     f"trader {trader.trader_id} is suspended: payouts are blocked",
                     code="trader_suspended",
                 )
+            promised = payout.breakdown.fee_refund
+            if promised.amount > 0:
+                # The challenge's payment may have been refunded or charged back since the
+                # request: the fee it fixed would give back money the firm no longer has.
+                due = account.fee_to_refund(self._fee_kept(account))
+                if due.currency != promised.currency or due < promised:
+                    raise Conflict(
+                        f"the fee refund of this payout ({promised}) is now {due}: the "
+                        "challenge's payment was refunded or charged back since it was "
+                        "requested; reject it and request again",
+                        code="fee_refund_changed",
+                        details={"fee_refund": str(promised.amount), "now": str(due.amount)},
+                    )
             account.withdraw_payout(str(payout.id), payout.breakdown.profit, now)
             return payout, self._save(payout, account)
 

@@ -1057,6 +1057,68 @@ def test_a_challenge_fee_refunded_at_stripe_is_not_refunded_again_with_the_first
     assert fees == {54000: "0.00", 14000: "400.00"}
 
 
+@pytest.mark.parametrize("refunded_cents", [54000, 30000])
+def test_a_fee_refunded_at_stripe_after_the_payout_was_requested_stops_its_approval(
+    client: TestClient, refunded_cents: int
+) -> None:
+    """The payout fixed a 540.00 fee refund; Stripe then refunded the challenge (in full,
+    or 300.00 of it). Approving would pay the fee back twice (found by a ledger audit:
+    revenue:refunds ended at 1,080.00 against 540.00 received). The approval is refused,
+    409 fee_refund_changed, and changes nothing; rejected and asked again, the new payout
+    gives back what the firm kept."""
+    body = program_body(
+        phases=[
+            {"name": "challenge", "profit_target_pct": "1", "max_daily_loss_pct": "5",
+             "max_loss_pct": "10", "min_trading_days": 0}
+        ],
+        funded={"max_daily_loss_pct": "5", "max_loss_pct": "10", "profit_split_pct": "80",
+                "first_payout_after_days": 0, "payout_interval_days": 0,
+                "min_payout": "50.00", "refund_fee_with_first_payout": True},
+    )  # fmt: skip
+    assert client.post("/v1/programs", json=body, headers=ADMIN).status_code == 201
+    trader_id = uid("trader-")
+    payment = challenge(trader_id, body["program_id"])
+    delivered(client, payment.checkout_completed())
+    (phase,) = trader_accounts(client, trader_id)
+    platform = auth("platform", sub="bridge")
+    passed = client.post(
+        f"/v1/accounts/{phase['account_id']}/trades",
+        json=trade_body(profit="1000.00"),
+        headers=platform,
+    ).json()
+    funded_id = passed["next_account_id"]
+    client.post(
+        f"/v1/accounts/{funded_id}/trades", json=trade_body(profit="1000.00"), headers=platform
+    )
+    asked = client.post(f"/v1/accounts/{funded_id}/payouts", headers=auth("finance", sub="fin-a"))
+    assert asked.status_code == 201, asked.text
+    assert asked.json()["fee_refund"] == "540.00"
+    payout_id = asked.json()["payout_id"]
+    delivered(client, payment.refunded(refunded_cents))
+    before = balances(client)
+
+    approver = auth("approver", sub="appr-b")
+    refused = client.post(f"/v1/payouts/{payout_id}/approve", headers=approver)
+
+    assert refused.status_code == 409, refused.text
+    kept = f"{(54000 - refunded_cents) / 100:.2f}"
+    assert refused.json()["error"]["code"] == "fee_refund_changed"
+    assert refused.json()["error"]["details"] == {"fee_refund": "540.00", "now": kept}
+    assert balances(client) == before
+    status = client.get(f"/v1/payouts/{payout_id}", headers=approver).json()["status"]
+    assert status == "requested"
+
+    rejected = client.post(
+        f"/v1/payouts/{payout_id}/reject", json={"reason": "fee refunded"}, headers=approver
+    )
+    assert rejected.status_code == 200, rejected.text
+    again = client.post(f"/v1/accounts/{funded_id}/payouts", headers=auth("finance", sub="fin-a"))
+    assert again.status_code == 201, again.text
+    assert again.json()["fee_refund"] == kept
+    approved = client.post(f"/v1/payouts/{again.json()['payout_id']}/approve", headers=approver)
+    assert approved.status_code == 200, approved.text
+
+
 def test_a_deposit_whose_metadata_is_on_its_intent_only_reaches_the_wallet_in_either_order(
     client: TestClient,
 ) -> None:
