@@ -114,6 +114,25 @@ class _Store:
         ).fetchone()
         return None if row is None else (int(row[0]), str(row[1]))
 
+    def holds_anything(self, connection: Any) -> str | None:
+        """What makes the store not empty, or None: events, links, snapshots, a
+        projection's progress, read-model rows (a replay beside old read models or
+        snapshots would build a firm that is not the export's)."""
+        if self.count(connection) or self.head(connection) is not None:
+            return "it holds events"
+        snapshots = "stored_snapshots" if self.sqlite else "propledger_snapshots"
+        checks = [
+            ("event_chain", "event links"),
+            (snapshots, "snapshots"),
+            ("projection_tracking WHERE position > 0", "projection progress"),
+            *((table, f"{table} rows") for table in REPLAY_READ_MODELS),
+        ]
+        for table, what in checks:
+            row = connection.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+            if row is not None:
+                return f"it holds {what}"
+        return None
+
 
 @contextmanager
 def _snapshot(store: _Store) -> Iterator[Any]:
@@ -612,6 +631,17 @@ class ReplayError(Exception):
     pass
 
 
+# The read models a replay builds (projections/registry.py): rows in any of them mean
+# the target is not the empty store a replay needs.
+REPLAY_READ_MODELS = (
+    "account_board",
+    "journal_lines",
+    "journal_entries",
+    "payment_board",
+    "payout_board",
+)
+
+
 def replay_log(database_url: str, source: IO[str], *, progress: Progress | None = None) -> int:
     """Loads an export into an empty store, recomputing every link and checking it against
     the exported one; any difference aborts the replay and leaves the store empty."""
@@ -619,15 +649,22 @@ def replay_log(database_url: str, source: IO[str], *, progress: Progress | None 
     header = json.loads(source.readline() or "{}")
     if header.get("format") != EXPORT_FORMAT:
         raise ReplayError(f"not a propledger export (format {header.get('format')!r})")
-    total = int(header.get("events") or 0)
+    total = header.get("events")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        raise ReplayError(f"the export's header has no event count (events {total!r})")
     with store.connect() as connection:
         if store.sqlite:
             connection.execute("BEGIN IMMEDIATE")
-        if store.count(connection) or store.head(connection) is not None:
+        held = store.holds_anything(connection)
+        if held is not None:
             connection.rollback()
-            raise ReplayError("the target store is not empty")
+            raise ReplayError(f"the target store is not empty: {held}")
         try:
             count, last = _replay_lines(store, connection, source, total, progress)
+            if count != total:
+                raise ReplayError(
+                    f"the export's header counts {total} events, its lines hold {count}"
+                )
             _finish_replay(store, connection, header, last)
         except BaseException:
             connection.rollback()
@@ -657,11 +694,23 @@ def _replay_lines(
         except (ValueError, KeyError, TypeError, binascii.Error) as error:
             raise ReplayError(f"line {line_number}: not an exported event ({error!r})") from None
         previous = link(previous, position, stream, version, topic, state)
-        if record.get("hash") not in (None, previous):
+        if record.get("hash") is None:
+            # Every event of a sound store has its link; without it nothing would check
+            # the line (an edited amount would replay, and verify clean).
+            raise ReplayError(
+                f"line {line_number}: position {position} carries no link hash (an export "
+                "of a store whose chain is broken, or an edited file)"
+            )
+        if record["hash"] != previous:
             raise ReplayError(
                 f"line {line_number}: the link of position {position} does not match its "
                 f"event (export {record['hash']}, recomputed {previous})"
             )
+        off = _check_recorded_at(
+            position, (position, stream, version, topic, state), record.get("recorded_at")
+        )
+        if off is not None:
+            raise ReplayError(f"line {line_number}: {off.message}")
         stream_value = stream.hex if store.sqlite else stream
         batch_events.append((position, stream_value, version, topic, state))
         batch_links.append((position, stream.hex, version, previous, record.get("recorded_at")))
@@ -708,7 +757,9 @@ def _finish_replay(
         if expected_head:
             raise ReplayError("the export names a chain head but holds no events")
         return
-    if expected_head and (expected_head["position"], expected_head["hash"]) != last:
+    if not isinstance(expected_head, dict):
+        raise ReplayError("the export's header names no chain head for its events")
+    if (expected_head.get("position"), expected_head.get("hash")) != last:
         raise ReplayError(
             f"the export's chain head {expected_head} does not match its last event {last}"
         )

@@ -427,10 +427,113 @@ def test_a_replay_into_a_store_that_is_not_empty_fails_plainly_and_changes_nothi
     done = run_cli(target, "replay", "--input", str(sqlite_source.export), cwd=tmp_path)
     assert done.returncode == 1
     assert (
-        done.stderr.strip().splitlines()[-1] == "propledger replay: the target store is not empty"
+        done.stderr.strip().splitlines()[-1]
+        == "propledger replay: the target store is not empty: it holds events"
     )
     assert (event_count(target), chain_rows(target), chain_head(target)) == before
     assert verify_chain(target).ok
+
+
+@pytest.mark.parametrize("target_backend", BACKENDS)
+def test_a_store_whose_events_were_deleted_but_whose_read_models_remain_is_not_empty(
+    sqlite_source: Source,
+    empty_store: Callable[[str], str],
+    tmp_path: Path,
+    target_backend: str,
+) -> None:
+    """Found by an audit: only events and the chain head were looked at, so a store with
+    its events deleted but its board, journal and projection progress left was replayed
+    into, and answered for two firms at once."""
+    target = empty_store(target_backend)
+    with TestClient(make_app(target)) as client:
+        response = client.post("/v1/programs", json=program_body(), headers=ADMIN)
+        assert response.status_code == 201, response.text
+        bought = client.post(
+            "/v1/purchases", json=purchase_body(response.json()["program_id"]), headers=FINANCE
+        )
+        assert bought.status_code == 201, bought.text
+    for table in (events_table(target), "event_chain", "event_chain_head"):
+        raw(target, f"DELETE FROM {table}")
+    board = raw(target, "SELECT COUNT(*) FROM account_board")[0][0]
+    assert board == 1
+
+    done = run_cli(target, "replay", "--input", str(sqlite_source.export), cwd=tmp_path)
+
+    assert done.returncode == 1
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith("propledger replay: the target store is not empty: it holds ")
+    assert event_count(target) == 0
+    assert raw(target, "SELECT COUNT(*) FROM account_board")[0][0] == board
+
+
+def _rewritten(source: Path, path: Path, change: Callable[[int, dict[str, Any]], None]) -> None:
+    """The export with `change(index, record)` applied to every record (the header is
+    index 0)."""
+    lines = source.read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    for index, record in enumerate(records):
+        change(index, record)
+    path.write_text(
+        "\n".join(json.dumps(record, separators=(",", ":")) for record in records) + "\n",
+        encoding="utf-8",
+    )
+
+
+def _blank_links_and_edit_an_amount(index: int, record: dict[str, Any]) -> None:
+    if index == 0:
+        record["head"] = None
+        return
+    record["hash"] = None
+    state = base64.b64decode(record["state"])
+    if b'"decimal_str","_data_":"' in state:
+        edited = state.replace(b'"decimal_str","_data_":"', b'"decimal_str","_data_":"9', 1)
+        record["state"] = base64.b64encode(edited).decode("ascii")
+
+
+def _miscount(index: int, record: dict[str, Any]) -> None:
+    if index == 0:
+        record["events"] = record["events"] + 1
+
+
+def _move_recorded_at(index: int, record: dict[str, Any]) -> None:
+    if index == 3:
+        record["recorded_at"] = "2030-01-01T00:00:00+00:00"
+
+
+@pytest.mark.parametrize("target_backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (_blank_links_and_edit_an_amount, "carries no link hash"),
+        (_miscount, "counts"),
+        (_move_recorded_at, "recorded at 2030-01-01"),
+    ],
+    ids=["links-blanked", "count", "recorded-at"],
+)
+def test_an_export_edited_where_the_links_do_not_reach_is_refused(
+    sqlite_source: Source,
+    empty_store: Callable[[str], str],
+    tmp_path: Path,
+    target_backend: str,
+    change: Callable[[int, dict[str, Any]], None],
+    says: str,
+) -> None:
+    """Found by an audit: lines without a link hash were not checked at all (amounts
+    edited and the hashes blanked replayed, and verified clean), the header's count was
+    not compared, and a link's recorded_at moved years away was loaded into a store that
+    then failed verify for good. Each is refused, and the store stays empty."""
+    target = empty_store(target_backend)
+    path = tmp_path / "edited.jsonl"
+    _rewritten(sqlite_source.export, path, change)
+
+    done = run_cli(target, "replay", "--input", str(path), cwd=tmp_path)
+
+    assert done.returncode == 1, done.stderr
+    message = done.stderr.strip().splitlines()[-1]
+    assert message.startswith("propledger replay: ")
+    assert says in message
+    assert event_count(target) == 0
+    assert chain_head(target) is None
 
 
 @pytest.mark.parametrize("target_backend", BACKENDS)
