@@ -122,6 +122,8 @@ def cmd_token(args: argparse.Namespace) -> int:
 
     settings = _settings()
     roles = [role.strip() for role in args.roles.split(",") if role.strip()]
+    if not roles:
+        raise SystemExit(f"propledger token: --roles names no role ({args.roles!r})")
     try:
         token = mint_token(
             settings.jwt_secret(), sub=args.sub, roles=roles, trader_id=args.trader_id, ttl=args.ttl

@@ -107,10 +107,19 @@ def test_a_trader_token_carries_its_trader_id_and_ttl(tmp_path: Path) -> None:
         ("--sub", "x", "--roles", "trader"),
         ("--sub", "", "--roles", "admin"),
         ("--sub", "x", "--roles", " "),
+        ("--sub", "x", "--roles", " , "),
         ("--sub", "x", "--roles", "admin", "--ttl", "-5"),
         ("--sub", "x", "--roles", "admin", "--ttl", "0"),
     ],
-    ids=["unknown-role", "trader-without-id", "empty-sub", "no-roles", "past-ttl", "zero-ttl"],
+    ids=[
+        "unknown-role",
+        "trader-without-id",
+        "empty-sub",
+        "no-roles",
+        "only-commas",
+        "past-ttl",
+        "zero-ttl",
+    ],
 )
 def test_a_bad_token_request_fails_with_a_plain_error(tmp_path: Path, args: tuple[str]) -> None:
     done = run_cli("token", *args, cwd=tmp_path, env={"PROPLEDGER_JWT_SECRET": CLI_SECRET})
