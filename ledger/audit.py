@@ -200,7 +200,12 @@ def verify_chain(
                 report.events += 1
                 if progress and report.events % PAGE == 0:
                     progress(report.events, total)
-                report.findings.extend(versions.check(position, event))
+                # Versions are followed as the chain orders them: an event moved to
+                # another position is found there by its link ("reordered"), and must
+                # not also look like a stream skipping versions (a swap was named a
+                # deletion).
+                linked = event if chain_link is None else (position, *chain_link[1:3])
+                report.findings.extend(versions.check(position, linked))
             finding = _check(position, event, chain_link, previous_hash)
             if finding is not None:
                 report.findings.append(finding)

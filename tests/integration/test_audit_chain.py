@@ -14,6 +14,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -695,3 +696,45 @@ def test_an_event_slipped_in_at_the_end_is_only_a_missing_link(store: RawStore) 
     report = verify_chain(store.url)
     assert [(f.kind, f.position) for f in report.findings] == [("missing_link", inserted.position)]
     assert (report.head_position, report.head_hash) == head
+
+
+def test_two_events_swapped_between_positions_are_reordered_not_deleted(store: RawStore) -> None:
+    """Found by an audit: two events of different streams and versions swapped whole
+    (positions exchanged) were headlined as a deletion ("v2-v14 was deleted"), because the
+    stream versions were followed in the order the rows now stand. They are followed in
+    the chain's order: the two positions are `reordered`, nothing is `event_missing`."""
+    rows = store.rows()
+    # The last event of a stream with several events, swapped with an event of another
+    # stream that lies before that stream's second: the stream's middle versions are then
+    # between the two positions, as its last one moves before them.
+    streams = Counter(row.stream for row in rows)
+    busy = max(streams, key=lambda stream: streams[stream])
+    mine = [row for row in rows if row.stream == busy]
+    assert len(mine) >= 3, "the test needs a stream with three events"
+    second = mine[-1]
+    first = next(
+        row
+        for row in rows
+        if row.stream != busy and mine[0].position < row.position < mine[1].position
+    )
+    parked = -first.position
+    store.run(
+        f"UPDATE {store.events} SET {store.position} = ? WHERE {store.position} = ?",
+        (parked, first.position),
+    )
+    store.run(
+        f"UPDATE {store.events} SET {store.position} = ? WHERE {store.position} = ?",
+        (first.position, second.position),
+    )
+    store.run(
+        f"UPDATE {store.events} SET {store.position} = ? WHERE {store.position} = ?",
+        (second.position, parked),
+    )
+
+    report = verify_chain(store.url)
+
+    assert not report.ok
+    assert [(f.kind, f.position) for f in report.findings] == [
+        ("reordered", first.position),
+        ("reordered", second.position),
+    ]
