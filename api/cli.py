@@ -274,13 +274,16 @@ def _progress(label: str) -> Any:
     return show
 
 
-def _parse_anchor(text: str | None) -> tuple[int, str] | None:
-    if not text:
-        return None
+def _anchor(text: str) -> tuple[int, str]:
+    """`--anchor POSITION:SHA256HEX`, checked by the parser (a bad option: exit 2)."""
     position, _, digest = text.partition(":")
-    if not position.isdigit() or len(digest) != 64:
-        raise SystemExit("propledger: --anchor takes POSITION:SHA256HEX")
-    return int(position), digest
+    if not position.isdigit() or len(digest) != 64 or not _is_hex(digest):
+        raise argparse.ArgumentTypeError(f"takes POSITION:SHA256HEX, got {text!r}")
+    return int(position), digest.lower()
+
+
+def _is_hex(text: str) -> bool:
+    return all(character in "0123456789abcdefABCDEF" for character in text)
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -293,7 +296,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from projections.store import Database
 
     settings = _settings()
-    anchor = _parse_anchor(args.anchor)
+    anchor = args.anchor
     _existing_store("audit verify", settings.database_url)
     ledger = PropLedger(settings.database_url)
     database = Database(settings.database_url)
@@ -622,7 +625,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify = audits.add_parser(
         "verify", help="check the hash chain and every projection against a fresh replay"
     )
-    verify.add_argument("--anchor", default=None, help="POSITION:HASH the chain must pass through")
+    verify.add_argument(
+        "--anchor", type=_anchor, default=None, help="POSITION:HASH the chain must pass through"
+    )
     verify.set_defaults(run=cmd_audit_verify)
 
     export = commands.add_parser("export", help="write the whole log as JSON Lines")
