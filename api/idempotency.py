@@ -28,7 +28,8 @@ from typing import Any
 import jwt
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import StoreWaitTimeout, envelope
+from api.auth import principal_from_claims
+from api.errors import ApiError, StoreWaitTimeout, envelope
 from projections.store import Database
 
 Scope = MutableMapping[str, Any]
@@ -514,7 +515,7 @@ def _principal(scope: Scope, authorization: bytes) -> str | None:
     state = scope.get("state") or {}
     if "claims" in state:  # already verified by the request context
         claims = state["claims"]
-        return None if not claims else _scope_of(claims)
+        return _scope_of(claims) if claims else None
     scheme, _, token = authorization.decode("latin-1").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -530,13 +531,17 @@ def _principal(scope: Scope, authorization: bytes) -> str | None:
     return _scope_of(claims)
 
 
-def _scope_of(claims: dict[str, Any]) -> str:
-    roles = claims.get("roles")
-    roles = sorted({str(role) for role in roles}) if isinstance(roles, list) else []
-    trader_id = claims.get("trader_id")
-    if not roles and trader_id is None:
-        return str(claims["sub"])
-    return json.dumps([str(claims["sub"]), roles, trader_id], separators=(",", ":"))
+def _scope_of(claims: dict[str, Any]) -> str | None:
+    """The principal's authority as one text, or None for claims every route refuses with
+    401 (then no key is looked at: no replay, and the route's 401). Always the same form,
+    so no `sub` can be written to look like another token's scope."""
+    try:
+        principal = principal_from_claims(claims)
+    except ApiError:
+        return None
+    return json.dumps(
+        [principal.sub, sorted(principal.roles), principal.trader_id], separators=(",", ":")
+    )
 
 
 async def _read_body(receive: Receive) -> bytes:

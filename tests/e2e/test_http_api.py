@@ -362,6 +362,38 @@ def test_a_replayed_key_answers_only_a_caller_the_route_would_answer(
     assert stored(client, account_id)[0] == 2
 
 
+@pytest.mark.parametrize("roles", [[], "x", None], ids=["no-roles", "roles-string", "absent"])
+def test_a_token_whose_sub_spells_another_tokens_scope_gets_no_replay(
+    client: TestClient, program_id: str, roles: Any
+) -> None:
+    """Found by an authorization audit: a token with no roles list was scoped by its raw
+    `sub`, so one whose `sub` was the text of another token's scope was handed that
+    token's stored reply, where the route answers 401 or 403."""
+    import jwt
+
+    from tests.support import SECRET
+
+    key = {"Idempotency-Key": uid("key-")}
+    body = purchase_body(program_id)
+    first = client.post("/v1/purchases", json=body, headers={**auth("finance", sub="fin-1"), **key})
+    assert first.status_code == 201, first.text
+    claims: dict[str, Any] = {"sub": '["fin-1",["finance"],null]', "exp": 4102444800}
+    if roles is not None:
+        claims["roles"] = roles
+    forged = {"Authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}
+
+    response = client.post("/v1/purchases", json=body, headers={**forged, **key})
+
+    assert response.status_code in (401, 403), response.text
+    assert response.headers.get("idempotent-replayed") is None
+    if roles != []:
+        # A token every route refuses with 401 is refused so before its key is judged.
+        overlong = client.post(
+            "/v1/purchases", json=body, headers={**forged, "Idempotency-Key": "k" * 10_000}
+        )
+        assert_error(overlong, 401)
+
+
 def test_a_bad_idempotency_key_without_a_token_is_401_first(client: TestClient) -> None:
     response = client.post("/v1/purchases", json={}, headers={"Idempotency-Key": ""})
     assert_error(response, 401)
