@@ -178,13 +178,25 @@ class Owners:
 # Filters ---------------------------------------------------------------------------------
 
 
+# What a token may see on the stream, as on the REST API (issue 9: "authorised like the
+# REST API"): journal lines are the ledger's (`GET /v1/accounts/{id}/events` and
+# `/v1/ledger/entries`: admin, finance, auditor); payouts are finance's, approvers' and
+# auditors' (`GET /v1/payouts`), and a trader's own.
+JOURNAL_ROLES = frozenset({"admin", "finance", "auditor"})
+PAYOUT_ROLES = frozenset({"finance", "approver", "auditor"})
+
+
 @dataclass(frozen=True)
 class Filters:
     trader_id: str | None = None
     account_id: UUID | None = None
     types: frozenset[str] = frozenset()
+    payouts: bool = True  # Payout events are sent
+    journal: bool = True  # events keep their journal lines
 
     def wants_type(self, aggregate: str, name: str) -> bool:
+        if aggregate == PAYOUT and not self.payouts:
+            return False
         return not self.types or name in self.types or f"{aggregate}.{name}" in self.types
 
     def admits(self, owner: Owner) -> bool:
@@ -235,7 +247,8 @@ def _parse_types(value: str | None) -> frozenset[str]:
 
 def _principal(secret: str, authorization: str | None, token: str | None) -> Principal:
     """A Bearer header as for the REST API, or `?token=` (browsers' WebSocket and
-    EventSource cannot set headers). Any role may stream."""
+    EventSource cannot set headers). Any role may stream; what it is sent depends on the
+    role (`Filters.payouts`, `Filters.journal`)."""
     scheme, _, header_token = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and header_token.strip():
         principal = decode_token(secret, header_token.strip())
@@ -276,7 +289,21 @@ def _stream_request(
     position = _parse_position(last_event_id, "Last-Event-ID")
     if position is None:
         position = _parse_position(after, "after")
-    filters = Filters(trader_id=trader_id or None, account_id=account, types=_parse_types(types))
+    payouts = principal.is_only_trader or bool(principal.roles & PAYOUT_ROLES)
+    wanted = _parse_types(types)
+    if not payouts and any(_is_payout_type(name) for name in wanted):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"payout events stream to {', '.join(sorted(PAYOUT_ROLES))} and a trader's own",
+        )
+    filters = Filters(
+        trader_id=trader_id or None,
+        account_id=account,
+        types=wanted,
+        payouts=payouts,
+        journal=bool(principal.roles & JOURNAL_ROLES),
+    )
     owner = hub.owners.of(account) if account is not None else None
     if principal.is_only_trader:
         own = principal.trader_id
@@ -284,7 +311,13 @@ def _stream_request(
             raise ApiError(403, "forbidden", "a trader's token streams only its own trader")
         if account is not None and (owner is None or owner.trader_id != own):
             raise ApiError(403, "forbidden", "a trader's token streams only its own accounts")
-        filters = Filters(trader_id=own, account_id=account, types=filters.types)
+        filters = Filters(
+            trader_id=own,
+            account_id=account,
+            types=filters.types,
+            payouts=filters.payouts,
+            journal=filters.journal,
+        )
     else:
         if account is not None and owner is None:
             raise ApiError(404, "unknown_account", f"account {account_id} not found")
@@ -335,7 +368,7 @@ def read_page(hub: StreamHub, filters: Filters, after: int, limit: int) -> Page:
             owner = hub.owners.of(stream_id)
         if owner is None or not filters.admits(owner):
             continue
-        text = _message(notification.id, aggregate, owner, event)
+        text = _message(notification.id, aggregate, owner, event, journal=filters.journal)
         messages.append(Outgoing(notification.id, text))
     end = notifications[-1].id if notifications else after
     return Page(messages, end, full=len(notifications) >= limit)
@@ -348,8 +381,18 @@ def _aggregate_of(topic: str) -> str | None:
     return None
 
 
-def _message(position: int, aggregate: str, owner: Owner, event: Any) -> str:
+def _is_payout_type(name: str) -> bool:
+    if name.startswith(f"{PAYOUT}."):
+        return True
+    return "." not in name and name in EVENT_TYPES[PAYOUT] and name not in EVENT_TYPES[ACCOUNT]
+
+
+def _message(
+    position: int, aggregate: str, owner: Owner, event: Any, *, journal: bool = True
+) -> str:
     view = event_view(event)
+    if not journal and isinstance(view["data"], dict):
+        view["data"].pop("journal", None)
     message: dict[str, Any] = {
         "kind": "event",
         "position": position,

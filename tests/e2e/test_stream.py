@@ -503,3 +503,66 @@ def test_payout_events_stream_to_their_trader(client: TestClient, hub: StreamHub
         again = SSE(response).events(1)[0]
     assert again["position"] == events[1]["position"]
     assert again["trader_id"] == alice
+
+
+def test_what_a_stream_carries_follows_the_rest_apis_roles(client: TestClient) -> None:
+    """Found by an authorization audit: any role streamed every payout event and every
+    event's journal lines, which the REST API shows only to finance, approvers and
+    auditors (payouts) and to admin, finance and auditors (events, entries). Now a
+    platform token streams account events without journal lines and no payouts (and is
+    refused a payout filter); a trader its own payouts, without journal lines; an auditor
+    everything."""
+    phase = {
+        "name": "challenge",
+        "profit_target_pct": "1",
+        "max_daily_loss_pct": "5",
+        "max_loss_pct": "10",
+        "max_loss_mode": "static",
+        "min_trading_days": 0,
+        "consistency_max_day_pct": None,
+    }
+    funded = {**CLASSIC_PROGRAM["funded"], "first_payout_after_days": 0, "payout_interval_days": 0}
+    program = program_body(phases=[phase], funded=funded)
+    assert client.post("/v1/programs", json=program, headers=ADMIN).status_code == 201
+    alice = uid("trader-")
+    first = open_account(client, program["program_id"], alice)
+    funded_id = post_trade(client, first, profit="1000.00")["next_account_id"]
+    post_trade(client, funded_id, profit="1000.00")
+    mine = auth("trader", sub="alice", trader_id=alice)
+    requested = client.post(f"/v1/accounts/{funded_id}/payouts", headers=mine)
+    assert requested.status_code == 201, requested.text
+    approved = client.post(
+        f"/v1/payouts/{requested.json()['payout_id']}/approve", headers=auth("approver")
+    )
+    assert approved.status_code == 200, approved.text
+    # Account: Opened, TradeClosed, PhasePassed; Opened, TradeClosed, PayoutRequested,
+    # PayoutWithdrawn. Payout: Requested, Approved.
+    everything = 9
+
+    def history(roles: tuple[str, ...], count: int, **claims: Any) -> list[dict[str, Any]]:
+        url = ws_url(f"after=0&trader_id={alice}", roles, **claims)
+        if roles == ("trader",):
+            url = ws_url("after=0", roles, **claims)
+        with client.websocket_connect(url) as ws:
+            json.loads(ws.receive_text())  # ready
+            events = ws_events(ws, count)
+            ws_until_heartbeat(ws)
+        return events
+
+    audited = history(("auditor",), everything)
+    assert {event["aggregate"] for event in audited} == {"TradingAccount", "Payout"}
+    assert any(event["data"].get("journal") for event in audited)
+
+    platform = history(("platform",), everything - 2)
+    assert {event["aggregate"] for event in platform} == {"TradingAccount"}
+    assert all("journal" not in event["data"] for event in platform)
+
+    own = history(("trader",), everything, trader_id=alice)
+    assert {event["aggregate"] for event in own} == {"TradingAccount", "Payout"}
+    assert all("journal" not in event["data"] for event in own)
+
+    refused, code = ws_refusal(client, ws_url("types=Payout.Approved", ("platform",)))
+    assert refused["error"]["code"] == "forbidden", refused
+    assert code == 4403
+    with stream(client, "types=Approved", auth("platform")) as response:
+        assert response.status_code == 403
