@@ -747,7 +747,9 @@ def _payout_routes(app: FastAPI) -> None:
         payout_id: str, request: Request, principal: Approver, _: NoBody
     ) -> JSONResponse:
         try:
-            payout, position = _ledger(request).approve_payout(payout_id, principal.sub)
+            payout, position = _ledger(request).approve_payout(
+                payout_id, principal.sub, principal.trader_id
+            )
         except FourEyes as refused:
             raise ApiError(403, refused.code, refused.message, refused.details) from None
         return JSONResponse(_payout_reply(request, payout, position))

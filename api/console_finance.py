@@ -72,13 +72,15 @@ def finance_routes(router: APIRouter) -> None:
     def approve(payout_id: str, request: Request, posted: ApproverPost) -> Response:
         _check_id(request, posted.session, payout_id)
         try:
-            payout, _ = ledger_of(request).approve_payout(payout_id, posted.session.sub)
+            payout, _ = ledger_of(request).approve_payout(
+                payout_id, posted.session.sub, posted.session.principal.trader_id
+            )
         except FourEyes as refused:
             return _refused(
                 request,
                 posted.session,
                 403,
-                f"Four eyes: {refused.message} (requested by {payout_requester(refused)}).",
+                f"Four eyes: {refused.message}{payout_requester(refused)}.",
             )
         except DomainError as error:
             return _refused(request, posted.session, _status(error), error.message)
@@ -167,8 +169,10 @@ def finance_routes(router: APIRouter) -> None:
 
 
 def payout_requester(refused: FourEyes) -> str:
+    """ " (requested by X)" when the refusal is about who requested the payout."""
     details = refused.details if isinstance(refused.details, dict) else {}
-    return str(details.get("requested_by", "you"))
+    requester = details.get("requested_by")
+    return "" if requester is None else f" (requested by {requester})"
 
 
 def _status(error: DomainError) -> int:

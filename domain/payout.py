@@ -263,12 +263,21 @@ class Payout(Aggregate):
                 details={"status": self.status},
             )
 
-    def approve(self, approver: str, at: datetime) -> None:
+    def approve(
+        self, approver: str, at: datetime, *, approver_trader_id: str | None = None
+    ) -> None:
+        """`approver_trader_id`: the trader the approving token also speaks for, if any
+        (a token holding `trader` beside `approver`): it may not approve its own payout."""
         self._require(REQUESTED, "approved")
         if approver == self.requested_by:
             raise FourEyes(
                 "whoever requested a payout may not approve it",
                 details={"requested_by": self.requested_by},
+            )
+        if approver_trader_id is not None and approver_trader_id == self.trader_id:
+            raise FourEyes(
+                "a trader may not approve its own payout",
+                details={"trader_id": self.trader_id},
             )
         split = self.breakdown
         payable = journal.trader_payable(self.trader_id)

@@ -745,7 +745,9 @@ class PropLedger(Application[UUID]):
             return paid
         return kept - Money(payment.charged_back, paid.currency)
 
-    def approve_payout(self, payout_id: str, approver: str) -> PayoutReply:
+    def approve_payout(
+        self, payout_id: str, approver: str, approver_trader_id: str | None = None
+    ) -> PayoutReply:
         """Approve, withdraw the profit and book the entry, all in one save."""
 
         def command() -> PayoutReply:
@@ -753,7 +755,7 @@ class PropLedger(Application[UUID]):
             account = self.account(payout.account_id)
             trader = self.trader(payout.trader_id)
             now = self.clock()
-            payout.approve(approver, now)
+            payout.approve(approver, now, approver_trader_id=approver_trader_id)
             if account.pending_payout_id != str(payout.id):
                 # Another approval committed between reading the payout and the account:
                 # read both again, and the payout will say it is approved.

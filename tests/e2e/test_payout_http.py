@@ -406,6 +406,29 @@ def test_the_requester_cannot_approve_even_holding_the_approver_role(
     assert account(client, account_id)["balance"] == "101000.00"
 
 
+def test_a_trader_holding_the_approver_role_cannot_approve_its_own_payout(
+    client: TestClient, program_id: str
+) -> None:
+    """Found by an authorization audit: four eyes compared `sub` only, so a token holding
+    `trader` and `approver` approved a payout of its own account that finance had asked
+    for. The payout's trader may not approve it, whoever asked; another trader may."""
+    trader_id = uid("trader-")
+    account_id = funded_account(client, program_id, trader_id)
+    payout = request_payout(client, account_id, FINANCE)
+    own = trader_headers(trader_id, "bob-trader-approver", "approver")
+
+    refused = client.post(f"/v1/payouts/{payout['payout_id']}/approve", headers=own)
+
+    error_of(refused, 403, "four_eyes")
+    assert refused.json()["error"]["details"] == {"trader_id": trader_id}
+    fetched = client.get(f"/v1/payouts/{payout['payout_id']}", headers=FINANCE).json()
+    assert fetched["status"] == "requested"
+    assert account(client, account_id)["balance"] == "101000.00"
+    someone_else = trader_headers(uid("trader-"), "carol-trader-approver", "approver")
+    approved = client.post(f"/v1/payouts/{payout['payout_id']}/approve", headers=someone_else)
+    assert approved.status_code == 200, approved.text
+
+
 def test_only_an_approver_may_approve(client: TestClient, program_id: str) -> None:
     account_id = funded_account(client, program_id, uid("trader-"))
     payout = request_payout(client, account_id, FINANCE)
