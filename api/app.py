@@ -99,31 +99,62 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def _holds_nul(value: Any) -> bool:
+def _holds(value: Any, bad: Callable[[str], bool]) -> bool:
+    """Whether any string (key or value) of a JSON document is `bad`."""
     if isinstance(value, str):
-        return "\x00" in value
+        return bad(value)
     if isinstance(value, dict):
-        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+        return any(bad(key) or _holds(item, bad) for key, item in value.items())
     if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
+        return any(_holds(item, bad) for item in value)
     return False
 
 
-def _nul_in_request(scope: Scope, body: bytes) -> bool:
-    """Whether a query or a JSON body carries the NUL character: PostgreSQL text cannot
-    hold it, so a recorded one would stop the projections for good (and SQLite would keep
-    it: the two stores would differ). Webhooks are exempt: their bytes are signed, and
-    what they name is checked field by field (ledger/stripe_events.py)."""
+def _has_nul(text: str) -> bool:
+    return "\x00" in text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# JSON can carry a lone surrogate only as an escape (UTF-8 cannot encode one): \uD800-\uDFFF.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
+
+
+_NUL_REFUSED = "text must not contain the NUL character (\\u0000)"
+_SURROGATE_REFUSED = (
+    "text must be valid Unicode: a lone surrogate escape (\\ud800-\\udfff) cannot be stored"
+)
+
+
+def _unstorable_in_request(scope: Scope, body: bytes) -> str | None:
+    """Why a query or a JSON body cannot be stored, or None. The NUL character: PostgreSQL
+    text cannot hold it, so a recorded one would stop the projections for good (and SQLite
+    would keep it: the two stores would differ). A lone surrogate (a valid JSON escape, not
+    a character): no store can encode it, and the save failed with a 500 after deciding.
+    Webhooks are exempt: their bytes are signed, and what they name is checked field by
+    field (ledger/stripe_events.py)."""
     if b"%00" in scope.get("query_string", b""):
-        return True
-    if b"\\u0000" not in body or scope["path"].startswith("/v1/webhooks/"):
-        return False  # the fast path: JSON can only carry NUL as the escape \u0000
+        return _NUL_REFUSED
+    if scope["path"].startswith("/v1/webhooks/"):
+        return None
+    nul = b"\\u0000" in body
+    surrogate = _SURROGATE_ESCAPE.search(body) is not None
+    if not (nul or surrogate):
+        return None  # the fast path: JSON can carry either only as an escape
     try:
-        return _holds_nul(json.loads(body))
+        document = json.loads(body)
+        if nul and _holds(document, _has_nul):
+            return _NUL_REFUSED
+        if surrogate and _holds(document, _has_lone_surrogate):
+            return _SURROGATE_REFUSED
     except ValueError:
-        return False  # not JSON: the handler says so
-    except RecursionError:
+        return None  # not JSON: the handler says so
+    except RecursionError:  # deeper than the parser, or than our walk, goes
         raise _TooDeep from None
+    return None
 
 
 _TOO_DEEP = "the request body is nested too deeply to be read as JSON"
@@ -135,7 +166,7 @@ class _TooDeep(Exception):
 
 class BodyLimit:
     """Refuses request bodies over 1 MiB with 413 before any handler sees them, and
-    requests carrying the NUL character (`_nul_in_request`) with 422."""
+    requests carrying text no store can hold (`_unstorable_in_request`) with 422."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -166,17 +197,12 @@ class BodyLimit:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
-            nul = _nul_in_request(scope, body)
+            unstorable = _unstorable_in_request(scope, body)
         except _TooDeep:
             await envelope(400, "malformed_json", _TOO_DEEP)(scope, receive, send)
             return
-        if nul:
-            refusal = envelope(
-                422,
-                "invalid_input",
-                "text must not contain the NUL character (\\u0000)",
-            )
-            await refusal(scope, receive, send)
+        if unstorable is not None:
+            await envelope(422, "invalid_input", unstorable)(scope, receive, send)
             return
         delivered = False
 

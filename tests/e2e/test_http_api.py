@@ -1220,6 +1220,38 @@ def test_a_nul_character_in_a_body_or_a_query_is_refused_and_records_nothing(
     assert fine.status_code == 201, fine.text
 
 
+def test_a_lone_surrogate_escape_in_a_body_is_refused_and_records_nothing(
+    client: TestClient, program_id: str
+) -> None:
+    """Found by an audit: "\\ud800" is valid JSON but no character; no store can encode
+    it. A program named so was a 500 at its save, and a batch item with such a trade_id
+    was rejected, its good neighbours committed, and the reply a 500 (it could not be
+    encoded). Refused at the door, 422, before anything is decided; a proper pair (an
+    emoji) goes through."""
+    account_id = open_account(client, program_id)["account_id"]
+    position = client.get("/health").json()["position"]
+    program = json.dumps(program_body(name="NAME")).replace("NAME", "Classic \\ud800")
+    good = {**trade_body("GOOD-1"), "account_id": account_id}
+    bad = {**trade_body("BAD"), "account_id": account_id}
+    batch = json.dumps({"trades": [good, bad]}).replace('"BAD"', '"T\\uDC00"')
+    sent = [("/v1/programs", program, ADMIN), ("/v1/trades:batch", batch, PLATFORM)]
+    for path, text, headers in sent:
+        response = client.post(
+            path, content=text.encode(), headers={**headers, "Content-Type": "application/json"}
+        )
+        assert_error(response, 422, "invalid_input")
+        assert "surrogate" in response.json()["error"]["message"]
+    assert client.get("/health").json()["position"] == position
+    paired = json.dumps(program_body(name="NAME")).replace("NAME", "Classic \\ud83d\\ude00")
+    fine = client.post(
+        "/v1/programs",
+        content=paired.encode(),
+        headers={**ADMIN, "Content-Type": "application/json"},
+    )
+    assert fine.status_code == 201, fine.text
+    assert fine.json()["name"] == "Classic \U0001f600"
+
+
 @pytest.mark.parametrize("depth", [900, 100_000])
 def test_a_body_nested_too_deeply_is_400_and_records_nothing(
     client: TestClient, program_id: str, depth: int
