@@ -28,10 +28,16 @@ EXPENSES_PROFIT_SHARE = "expenses:profit_share"
 
 
 def is_trader_id(text: str) -> bool:
-    """Whether `text` can name a trader in account codes: printable text (no NUL or
-    other control characters). A ':' is fine ("mt5:1001"): a trader's code is a leaf to
-    the entries filter."""
-    return text.isprintable() and not text.endswith(":")
+    """Whether `text` can name a trader in account codes and in URLs: printable text (no
+    NUL or other control characters). A ':' is fine ("mt5:1001"): a trader's code is a
+    leaf to the entries filter. A '/' is not, nor "." or "..": `/v1/traders/{trader_id}`
+    could never reach such a trader (the path is decoded before it is routed)."""
+    return (
+        text.isprintable()
+        and not text.endswith(":")
+        and "/" not in text
+        and text not in (".", "..")
+    )
 
 
 def trader_wallet(trader_id: str) -> str:

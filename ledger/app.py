@@ -1166,9 +1166,9 @@ def _external_id(value: Any, field_name: str) -> str:
         )
     if field_name == "trader_id" and not journal.is_trader_id(value):
         raise InvalidInput(
-            "trader_id must be printable text (no control characters, not ending in ':'): "
-            "it is part of "
-            "ledger account codes such as liabilities:trader_wallet:{trader_id}",
+            "trader_id must be printable text (no control characters, no '/', not ending "
+            "in ':', not '.' or '..'): it is part of ledger account codes such as "
+            "liabilities:trader_wallet:{trader_id} and of URLs such as /v1/traders/{trader_id}",
             code="invalid_input",
             details={"field": field_name},
         )

@@ -236,13 +236,13 @@ def row_to_state(row: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def trader_accounts(
-    database: Database, trader_id: str, *, limit: int = 200
-) -> list[dict[str, Any]]:
+def trader_accounts(database: Database, trader_id: str) -> list[dict[str, Any]]:
+    """Every account of the trader, oldest first (DESIGN: the trader's accounts; until
+    2026-12-07 the first 200 only, silently)."""
     rows = database.query(
         f"SELECT {', '.join(COLUMNS)} FROM account_board WHERE trader_id = ? "
-        "ORDER BY opened_at, account_id LIMIT ?",
-        (trader_id, limit),
+        "ORDER BY opened_at, account_id",
+        (trader_id,),
     )
     return [row_to_state(row) for row in rows]
 

@@ -1220,6 +1220,18 @@ def test_a_nul_character_in_a_body_or_a_query_is_refused_and_records_nothing(
     assert fine.status_code == 201, fine.text
 
 
+def test_a_traders_account_list_holds_every_account(client: TestClient, program_id: str) -> None:
+    """Found by an audit: the list stopped at the first 200 accounts, saying nothing (a
+    trader who keeps buying, and passing, gets there). Every account, oldest first."""
+    trader_id = uid("trader-")
+    opened = [
+        open_account(client, program_id, trader_id=trader_id)["account_id"] for _ in range(203)
+    ]
+    listing = client.get(f"/v1/traders/{trader_id}/accounts", headers=AUDITOR)
+    assert listing.status_code == 200, listing.text
+    assert [account["account_id"] for account in listing.json()["accounts"]] == opened
+
+
 def test_a_lone_surrogate_escape_in_a_body_is_refused_and_records_nothing(
     client: TestClient, program_id: str
 ) -> None:

@@ -686,14 +686,17 @@ def test_a_trader_id_with_a_colon_is_its_own_account_code_and_control_characters
     assert accounts_of(code + ":") == {code, code + ":7"}
     assert {code, code + ":7"} <= accounts_of("liabilities:trader_wallet")
 
-    for bad in ("T1\u0007", "T1:"):  # a control character; a trailing ':' (no leaf code)
+    # A control character; a trailing ':' (no leaf code); a '/', '.' or '..' (no URL
+    # /v1/traders/{trader_id} could reach the trader: an audit found one registered so).
+    for bad in ("T1\u0007", "T1:", "mt5/1001", ".", ".."):
         refused = client.post(
             "/v1/purchases", json=purchase_body(uid("p-"), trader_id=bad), headers=FINANCE
         )
         assert_error(refused, 422, "invalid_input")
-    payment = challenge("T2\u0007", uid("p-"))
-    assert delivered(client, payment.checkout_completed())["outcome"] == "unallocated"
-    assert payment.intent in unallocated_ids(client)
+    for bad in ("T2\u0007", "mt5/1002"):
+        payment = challenge(bad, uid("p-"))
+        assert delivered(client, payment.checkout_completed())["outcome"] == "unallocated"
+        assert payment.intent in unallocated_ids(client)
 
 
 def test_allocating_an_unknown_payment_is_404(client: TestClient, program_id: str) -> None:
