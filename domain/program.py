@@ -195,6 +195,11 @@ class _Parser:
         if not isinstance(value, str) or not value.strip() or len(value) > max_length:
             self.problem(field, f"must be a non-empty string of at most {max_length} characters")
             return ""
+        if not self.stored and not value.isprintable():
+            # Control and formatting characters (a bell, a right-to-left override) are
+            # no part of a name finance reads in reports and the console.
+            self.problem(field, "must be printable text (no control or formatting characters)")
+            return ""
         return value
 
     def pct(
@@ -399,7 +404,7 @@ class _Parser:
             if phase is None:
                 continue
             name = self.text(phase, "name", f"{field}.name", max_length=64)
-            if name in names:
+            if name and name in names:  # an empty one is reported as such already
                 self.problem(f"{field}.name", f"duplicate phase name {name!r}")
             names.add(name)
             target = self.pct(

@@ -360,3 +360,21 @@ def test_a_percentage_with_more_than_twenty_decimal_places_is_refused() -> None:
     ok = with_change(lambda d: d["phases"][0].update(max_loss_pct="10." + "0" * 19 + "1"))
     limit = Decimal("10." + "0" * 19 + "1")
     assert ProgramDefinition.parse(ok).phases[0].max_loss_pct == limit
+
+
+@pytest.mark.parametrize("name", ["Classic\x01", "Classic \u202e100k", "Line\nbreak"])
+def test_a_name_with_control_or_formatting_characters_is_refused(name: str) -> None:
+    data = with_change(lambda d: d.update(name=name))
+    assert problems_of(data) == [
+        {"field": "name", "message": "must be printable text (no control or formatting characters)"}
+    ]
+    phase = with_change(lambda d: d["phases"][0].update(name=name))
+    assert fields_of(phase) == ["phases[0].name"]
+
+
+def test_two_phases_without_a_name_are_two_missing_names_not_a_duplicate() -> None:
+    def unnamed(data: dict[str, Any]) -> None:
+        for phase in data["phases"]:
+            del phase["name"]
+
+    assert fields_of(with_change(unnamed)) == ["phases[0].name", "phases[1].name"]
