@@ -456,9 +456,8 @@ def test_a_slow_websocket_client_is_closed_with_4408(
 # Payouts ---------------------------------------------------------------------------------
 
 
-def test_payout_events_stream_to_their_trader(client: TestClient, hub: StreamHub) -> None:
-    """A one-phase program that pays out at once: the trader's stream shows the payout's
-    own events, which name their account and trader only in the first one."""
+def paying_program(client: TestClient) -> str:
+    """A one-phase program passed by a 1 % gain that pays out at once."""
     phase = {
         "name": "challenge",
         "profit_target_pct": "1",
@@ -471,6 +470,13 @@ def test_payout_events_stream_to_their_trader(client: TestClient, hub: StreamHub
     funded = {**CLASSIC_PROGRAM["funded"], "first_payout_after_days": 0, "payout_interval_days": 0}
     program = program_body(phases=[phase], funded=funded)
     assert client.post("/v1/programs", json=program, headers=ADMIN).status_code == 201
+    return str(program["program_id"])
+
+
+def test_payout_events_stream_to_their_trader(client: TestClient, hub: StreamHub) -> None:
+    """A one-phase program that pays out at once: the trader's stream shows the payout's
+    own events, which name their account and trader only in the first one."""
+    program = {"program_id": paying_program(client)}
     alice = uid("trader-")
     passed = post_trade(
         client, open_account(client, program["program_id"], alice), profit="1000.00"
@@ -512,18 +518,7 @@ def test_what_a_stream_carries_follows_the_rest_apis_roles(client: TestClient) -
     platform token streams account events without journal lines and no payouts (and is
     refused a payout filter); a trader its own payouts, without journal lines; an auditor
     everything."""
-    phase = {
-        "name": "challenge",
-        "profit_target_pct": "1",
-        "max_daily_loss_pct": "5",
-        "max_loss_pct": "10",
-        "max_loss_mode": "static",
-        "min_trading_days": 0,
-        "consistency_max_day_pct": None,
-    }
-    funded = {**CLASSIC_PROGRAM["funded"], "first_payout_after_days": 0, "payout_interval_days": 0}
-    program = program_body(phases=[phase], funded=funded)
-    assert client.post("/v1/programs", json=program, headers=ADMIN).status_code == 201
+    program = {"program_id": paying_program(client)}
     alice = uid("trader-")
     first = open_account(client, program["program_id"], alice)
     funded_id = post_trade(client, first, profit="1000.00")["next_account_id"]

@@ -1020,11 +1020,9 @@ def test_an_amount_the_journal_could_not_sum_is_refused_before_anything_is_recor
     assert_trial_balance_balances(trial_balance(client))
 
 
-def test_a_challenge_fee_refunded_at_stripe_is_not_refunded_again_with_the_first_payout(
-    client: TestClient,
-) -> None:
-    """The fee came back to the trader through Stripe already: the first payout adds no
-    fee refund (it would be the fee paid back twice); a partial refund leaves the rest."""
+def quick_payout_program(client: TestClient) -> str:
+    """One phase passed by a 1 % gain, paying out at once, refunding the fee with the
+    first payout."""
     body = program_body(
         phases=[
             {"name": "challenge", "profit_target_pct": "1", "max_daily_loss_pct": "5",
@@ -1035,6 +1033,15 @@ def test_a_challenge_fee_refunded_at_stripe_is_not_refunded_again_with_the_first
                 "min_payout": "50.00", "refund_fee_with_first_payout": True},
     )  # fmt: skip
     assert client.post("/v1/programs", json=body, headers=ADMIN).status_code == 201
+    return str(body["program_id"])
+
+
+def test_a_challenge_fee_refunded_at_stripe_is_not_refunded_again_with_the_first_payout(
+    client: TestClient,
+) -> None:
+    """The fee came back to the trader through Stripe already: the first payout adds no
+    fee refund (it would be the fee paid back twice); a partial refund leaves the rest."""
+    body = {"program_id": quick_payout_program(client)}
     fees = {}
     for refunded_cents in (54000, 14000):
         trader_id = uid("trader-")
@@ -1069,16 +1076,7 @@ def test_a_fee_refunded_at_stripe_after_the_payout_was_requested_stops_its_appro
     revenue:refunds ended at 1,080.00 against 540.00 received). The approval is refused,
     409 fee_refund_changed, and changes nothing; rejected and asked again, the new payout
     gives back what the firm kept."""
-    body = program_body(
-        phases=[
-            {"name": "challenge", "profit_target_pct": "1", "max_daily_loss_pct": "5",
-             "max_loss_pct": "10", "min_trading_days": 0}
-        ],
-        funded={"max_daily_loss_pct": "5", "max_loss_pct": "10", "profit_split_pct": "80",
-                "first_payout_after_days": 0, "payout_interval_days": 0,
-                "min_payout": "50.00", "refund_fee_with_first_payout": True},
-    )  # fmt: skip
-    assert client.post("/v1/programs", json=body, headers=ADMIN).status_code == 201
+    body = {"program_id": quick_payout_program(client)}
     trader_id = uid("trader-")
     payment = challenge(trader_id, body["program_id"])
     delivered(client, payment.checkout_completed())
