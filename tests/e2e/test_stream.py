@@ -476,11 +476,9 @@ def paying_program(client: TestClient) -> str:
 def test_payout_events_stream_to_their_trader(client: TestClient, hub: StreamHub) -> None:
     """A one-phase program that pays out at once: the trader's stream shows the payout's
     own events, which name their account and trader only in the first one."""
-    program = {"program_id": paying_program(client)}
+    program_id = paying_program(client)
     alice = uid("trader-")
-    passed = post_trade(
-        client, open_account(client, program["program_id"], alice), profit="1000.00"
-    )
+    passed = post_trade(client, open_account(client, program_id, alice), profit="1000.00")
     funded_id = passed["next_account_id"]
     post_trade(client, funded_id, profit="1000.00")
 
@@ -518,9 +516,9 @@ def test_what_a_stream_carries_follows_the_rest_apis_roles(client: TestClient) -
     platform token streams account events without journal lines and no payouts (and is
     refused a payout filter); a trader its own payouts, without journal lines; an auditor
     everything."""
-    program = {"program_id": paying_program(client)}
+    program_id = paying_program(client)
     alice = uid("trader-")
-    first = open_account(client, program["program_id"], alice)
+    first = open_account(client, program_id, alice)
     funded_id = post_trade(client, first, profit="1000.00")["next_account_id"]
     post_trade(client, funded_id, profit="1000.00")
     mine = auth("trader", sub="alice", trader_id=alice)

@@ -1036,29 +1036,36 @@ def quick_payout_program(client: TestClient) -> str:
     return str(body["program_id"])
 
 
+def funded_with_profit(client: TestClient, trader_id: str) -> str:
+    """The trader's one phase passed with a 1,000.00 gain, and 1,000.00 of profit on the
+    funded account it opened: that account's id."""
+    (phase,) = trader_accounts(client, trader_id)
+    platform = auth("platform", sub="bridge")
+    passed = client.post(
+        f"/v1/accounts/{phase['account_id']}/trades",
+        json=trade_body(profit="1000.00"),
+        headers=platform,
+    ).json()
+    funded_id = str(passed["next_account_id"])
+    client.post(
+        f"/v1/accounts/{funded_id}/trades", json=trade_body(profit="1000.00"), headers=platform
+    )
+    return funded_id
+
+
 def test_a_challenge_fee_refunded_at_stripe_is_not_refunded_again_with_the_first_payout(
     client: TestClient,
 ) -> None:
     """The fee came back to the trader through Stripe already: the first payout adds no
     fee refund (it would be the fee paid back twice); a partial refund leaves the rest."""
-    body = {"program_id": quick_payout_program(client)}
+    program_id = quick_payout_program(client)
     fees = {}
     for refunded_cents in (54000, 14000):
         trader_id = uid("trader-")
-        payment = challenge(trader_id, body["program_id"])
+        payment = challenge(trader_id, program_id)
         delivered(client, payment.checkout_completed())
         delivered(client, payment.refunded(refunded_cents))
-        (phase,) = trader_accounts(client, trader_id)
-        platform = auth("platform", sub="bridge")
-        passed = client.post(
-            f"/v1/accounts/{phase['account_id']}/trades",
-            json=trade_body(profit="1000.00"),
-            headers=platform,
-        ).json()
-        funded_id = passed["next_account_id"]
-        client.post(
-            f"/v1/accounts/{funded_id}/trades", json=trade_body(profit="1000.00"), headers=platform
-        )
+        funded_id = funded_with_profit(client, trader_id)
         asked = client.post(
             f"/v1/accounts/{funded_id}/payouts", headers=auth("finance", sub="fin-fee")
         )
@@ -1076,21 +1083,11 @@ def test_a_fee_refunded_at_stripe_after_the_payout_was_requested_stops_its_appro
     revenue:refunds ended at 1,080.00 against 540.00 received). The approval is refused,
     409 fee_refund_changed, and changes nothing; rejected and asked again, the new payout
     gives back what the firm kept."""
-    body = {"program_id": quick_payout_program(client)}
+    program_id = quick_payout_program(client)
     trader_id = uid("trader-")
-    payment = challenge(trader_id, body["program_id"])
+    payment = challenge(trader_id, program_id)
     delivered(client, payment.checkout_completed())
-    (phase,) = trader_accounts(client, trader_id)
-    platform = auth("platform", sub="bridge")
-    passed = client.post(
-        f"/v1/accounts/{phase['account_id']}/trades",
-        json=trade_body(profit="1000.00"),
-        headers=platform,
-    ).json()
-    funded_id = passed["next_account_id"]
-    client.post(
-        f"/v1/accounts/{funded_id}/trades", json=trade_body(profit="1000.00"), headers=platform
-    )
+    funded_id = funded_with_profit(client, trader_id)
     asked = client.post(f"/v1/accounts/{funded_id}/payouts", headers=auth("finance", sub="fin-a"))
     assert asked.status_code == 201, asked.text
     assert asked.json()["fee_refund"] == "540.00"
