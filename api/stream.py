@@ -23,6 +23,7 @@ buffer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import inspect
 import json
@@ -311,13 +312,7 @@ def _stream_request(
             raise ApiError(403, "forbidden", "a trader's token streams only its own trader")
         if account is not None and (owner is None or owner.trader_id != own):
             raise ApiError(403, "forbidden", "a trader's token streams only its own accounts")
-        filters = Filters(
-            trader_id=own,
-            account_id=account,
-            types=filters.types,
-            payouts=filters.payouts,
-            journal=filters.journal,
-        )
+        filters = dataclasses.replace(filters, trader_id=own)
     else:
         if account is not None and owner is None:
             raise ApiError(404, "unknown_account", f"account {account_id} not found")
