@@ -1042,13 +1042,10 @@ class PropLedger(Application[UUID]):
         return list(self.events.get(account.id, gt=after_version, lte=after_version + limit))
 
 
-def _busy(item: Any) -> BatchResult:
+def _unapplied(item: Any, error: DomainError) -> BatchResult:
+    """A batch item answered `rejected` with `error` without being decided: send it again."""
     account_id = item.get("account_id") if isinstance(item, dict) else None
     trade_id = item.get("trade_id") if isinstance(item, dict) else None
-    error = Conflict(
-        "the account was written by others on every try: send this trade again",
-        code="busy",
-    )
     return _rejected(
         account_id if isinstance(account_id, str) else "",
         trade_id if isinstance(trade_id, str) else None,
@@ -1056,19 +1053,25 @@ def _busy(item: Any) -> BatchResult:
     )
 
 
-def _not_applied(item: Any, error: BaseException) -> BatchResult:
-    account_id = item.get("account_id") if isinstance(item, dict) else None
-    trade_id = item.get("trade_id") if isinstance(item, dict) else None
-    refusal = DomainError(
-        "not applied: the store failed after earlier trades of this batch were saved; "
-        "send this trade again",
-        code="not_applied",
-        details={"reason": type(error).__name__},
+def _busy(item: Any) -> BatchResult:
+    return _unapplied(
+        item,
+        Conflict(
+            "the account was written by others on every try: send this trade again",
+            code="busy",
+        ),
     )
-    return _rejected(
-        account_id if isinstance(account_id, str) else "",
-        trade_id if isinstance(trade_id, str) else None,
-        refusal,
+
+
+def _not_applied(item: Any, error: BaseException) -> BatchResult:
+    return _unapplied(
+        item,
+        DomainError(
+            "not applied: the store failed after earlier trades of this batch were saved; "
+            "send this trade again",
+            code="not_applied",
+            details={"reason": type(error).__name__},
+        ),
     )
 
 
