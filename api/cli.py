@@ -378,7 +378,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise SystemExit(f"propledger replay: {error}") from None
     try:
         migrate(settings.database_url)
-        count = replay_log(settings.database_url, handle, progress=_progress("replay"))
+        read_models = [table for p in default_projections() for table, _ in p.tables]
+        count = replay_log(
+            settings.database_url,
+            handle,
+            read_models=read_models,
+            progress=_progress("replay"),
+        )
     except ReplayError as error:
         raise SystemExit(f"propledger replay: {error}") from None
     except (OSError, ValueError) as error:

@@ -9,7 +9,7 @@ import base64
 import binascii
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -114,22 +114,21 @@ class _Store:
         ).fetchone()
         return None if row is None else (int(row[0]), str(row[1]))
 
-    def holds_anything(self, connection: Any) -> str | None:
+    def holds_anything(self, connection: Any, read_models: Iterable[str]) -> str | None:
         """What makes the store not empty, or None: events, links, snapshots, a
-        projection's progress, read-model rows (a replay beside old read models or
+        projection's progress, rows in `read_models` (a replay beside old read models or
         snapshots would build a firm that is not the export's)."""
         if self.count(connection) or self.head(connection) is not None:
             return "it holds events"
         snapshots = "stored_snapshots" if self.sqlite else "propledger_snapshots"
         checks = [
-            ("event_chain", "event links"),
-            (snapshots, "snapshots"),
-            ("projection_tracking WHERE position > 0", "projection progress"),
-            *((table, f"{table} rows") for table in REPLAY_READ_MODELS),
+            ("SELECT 1 FROM event_chain LIMIT 1", "event links"),
+            (f"SELECT 1 FROM {snapshots} LIMIT 1", "snapshots"),
+            ("SELECT 1 FROM projection_tracking WHERE position > 0", "projection progress"),
+            *((f"SELECT 1 FROM {table} LIMIT 1", f"{table} rows") for table in read_models),
         ]
-        for table, what in checks:
-            row = connection.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
-            if row is not None:
+        for query, what in checks:
+            if connection.execute(query).fetchone() is not None:
                 return f"it holds {what}"
         return None
 
@@ -636,20 +635,17 @@ class ReplayError(Exception):
     pass
 
 
-# The read models a replay builds (projections/registry.py): rows in any of them mean
-# the target is not the empty store a replay needs.
-REPLAY_READ_MODELS = (
-    "account_board",
-    "journal_lines",
-    "journal_entries",
-    "payment_board",
-    "payout_board",
-)
-
-
-def replay_log(database_url: str, source: IO[str], *, progress: Progress | None = None) -> int:
+def replay_log(
+    database_url: str,
+    source: IO[str],
+    *,
+    read_models: Iterable[str] = (),
+    progress: Progress | None = None,
+) -> int:
     """Loads an export into an empty store, recomputing every link and checking it against
-    the exported one; any difference aborts the replay and leaves the store empty."""
+    the exported one; any difference aborts the replay and leaves the store empty.
+    `read_models`: the projections' tables (projections/registry.py, which this layer
+    cannot import), which must be empty too."""
     store = _Store(database_url)
     header = json.loads(source.readline() or "{}")
     if header.get("format") != EXPORT_FORMAT:
@@ -660,7 +656,7 @@ def replay_log(database_url: str, source: IO[str], *, progress: Progress | None 
     with store.connect() as connection:
         if store.sqlite:
             connection.execute("BEGIN IMMEDIATE")
-        held = store.holds_anything(connection)
+        held = store.holds_anything(connection, read_models)
         if held is not None:
             connection.rollback()
             raise ReplayError(f"the target store is not empty: {held}")

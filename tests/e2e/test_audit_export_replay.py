@@ -452,16 +452,29 @@ def test_a_store_whose_events_were_deleted_but_whose_read_models_remain_is_not_e
             "/v1/purchases", json=purchase_body(response.json()["program_id"]), headers=FINANCE
         )
         assert bought.status_code == 201, bought.text
+        # A projection read waits until the read models hold the purchase.
+        projected = client.get("/v1/ledger/trial-balance", headers=FINANCE)
+        assert projected.status_code == 200, projected.text
     for table in (events_table(target), "event_chain", "event_chain_head"):
         raw(target, f"DELETE FROM {table}")
     board = raw(target, "SELECT COUNT(*) FROM account_board")[0][0]
     assert board == 1
+    replay = ("replay", "--input", str(sqlite_source.export))
 
-    done = run_cli(target, "replay", "--input", str(sqlite_source.export), cwd=tmp_path)
+    done = run_cli(target, *replay, cwd=tmp_path)
 
     assert done.returncode == 1
     message = done.stderr.strip().splitlines()[-1]
+    assert (
+        message == "propledger replay: the target store is not empty: it holds projection progress"
+    )
+    # Without the progress either, the rows themselves (every projection's tables) say so.
+    raw(target, "DELETE FROM projection_tracking")
+    done = run_cli(target, *replay, cwd=tmp_path)
+    assert done.returncode == 1
+    message = done.stderr.strip().splitlines()[-1]
     assert message.startswith("propledger replay: the target store is not empty: it holds ")
+    assert message.endswith(" rows")
     assert event_count(target) == 0
     assert raw(target, "SELECT COUNT(*) FROM account_board")[0][0] == board
 
