@@ -281,14 +281,17 @@ class Payout(Aggregate):
             )
         split = self.breakdown
         payable = journal.trader_payable(self.trader_id)
-        entry = journal.JournalEntry.of(
-            debits=[
-                (journal.EXPENSES_PROFIT_SHARE, split.trader_share),
-                (journal.REVENUE_REFUNDS, split.fee_refund),
-            ],
-            credits=[(payable, split.trader_share), (payable, split.fee_refund)],
-        )
-        lines = entry.to_list() if split.trader_share.amount or split.fee_refund.amount else []
+        lines: list[dict[str, Any]] = []
+        # A share that rounds to nothing with no fee to give back books no entry (an
+        # entry needs two lines): the approval still withdraws the profit.
+        if split.trader_share.amount or split.fee_refund.amount:
+            lines = journal.JournalEntry.of(
+                debits=[
+                    (journal.EXPENSES_PROFIT_SHARE, split.trader_share),
+                    (journal.REVENUE_REFUNDS, split.fee_refund),
+                ],
+                credits=[(payable, split.trader_share), (payable, split.fee_refund)],
+            ).to_list()
         # The event is recorded at the approval instant, so the journal books the entry at
         # exactly the time reports file the payout under.
         self.trigger_event(

@@ -394,6 +394,29 @@ def test_the_approval_entry_of_a_usd_payout_with_its_fee_refund_balances() -> No
     }
 
 
+def test_a_share_rounding_to_nothing_without_a_fee_refund_is_approved_and_books_nothing() -> None:
+    # 0.01 at 50 %: half-even gives the trader 0.00 and the firm 0.01. The request is
+    # eligible (profit > 0, no minimum), so its approval must go through, not fail on an
+    # entry with no lines (found by a black-box audit: 422 `unbalanced_entry` for ever).
+    split = breakdown(usd("0.01"), terms("50", ()), 0, Money.zero("USD"))
+    assert (split.trader_share, split.firm_share) == (usd("0.00"), usd("0.01"))
+    at = datetime.fromisoformat("2026-04-01T00:00:00+00:00")
+    payout = Payout.request(
+        payout_id=uuid4(),
+        account_id=str(uuid4()),
+        trader_id="trader-9",
+        program_id="p",
+        split=split,
+        requested_by="alice",
+        requested_at=at,
+    )
+    payout.approve("bob", at)
+    payout.mark_paid("alice", "wire-1", at)
+    approved, paid = payout.collect_events()[-2:]
+    assert payout.status == "paid"
+    assert (approved.journal, paid.journal) == ([], [])
+
+
 # Four eyes and the payout's life ----------------------------------------------------------
 
 
