@@ -14,6 +14,23 @@ from api.errors import ApiError
 
 ROLES = ("admin", "finance", "approver", "auditor", "platform", "trader")
 ALGORITHM = "HS256"
+# A token's `sub` is recorded (a payout's `requested_by` and `approved_by`, every event's
+# actor): it must be text a store can hold and a report can print.
+MAX_NAME_LENGTH = 200
+
+
+def name_problem(value: object) -> str | None:
+    """Why `value` cannot be a token's `sub` or `trader_id`, or None when it can: a
+    non-empty printable string (no NUL, which PostgreSQL text refuses and which stopped
+    the payout projection for good; no lone surrogate, which no store can encode) of at
+    most MAX_NAME_LENGTH characters."""
+    if not isinstance(value, str) or not value.strip():
+        return "must be a non-empty string"
+    if not value.isprintable():
+        return "must be printable text (no control characters or lone surrogates)"
+    if len(value) > MAX_NAME_LENGTH:
+        return f"must be at most {MAX_NAME_LENGTH} characters"
+    return None
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,10 @@ def mint_token(
         raise ValueError(f"unknown roles: {', '.join(unknown)}; roles are {', '.join(ROLES)}")
     if "trader" in roles and not trader_id:
         raise ValueError("a trader token needs --trader-id")
+    for name, value in (("sub", sub), ("trader_id", trader_id)):
+        problem = None if value is None else name_problem(value)
+        if problem:
+            raise ValueError(f"{name} {problem}")
     now = int(time.time())
     claims: dict[str, Any] = {"sub": sub, "roles": roles, "iat": now, "exp": now + ttl}
     if trader_id:
@@ -65,8 +86,13 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     trader_id = claims.get("trader_id")
     if "trader" in roles and not isinstance(trader_id, str):
         raise ApiError(401, "invalid_token", "a trader token needs a trader_id claim")
+    for name in ("sub", "trader_id"):
+        if name in claims:
+            problem = name_problem(claims[name])
+            if problem:
+                raise ApiError(401, "invalid_token", f"the token's {name} claim {problem}")
     return Principal(
-        sub=str(claims["sub"]),
+        sub=claims["sub"],
         roles=frozenset(role for role in roles if role in ROLES),
         trader_id=trader_id if isinstance(trader_id, str) else None,
     )

@@ -559,6 +559,16 @@ def _nonblank(text: str) -> str:
     return text.strip()
 
 
+def _token_name(text: str) -> str:
+    """A token's `sub` or `trader_id`: what the API would accept in one."""
+    from api.auth import name_problem
+
+    problem = name_problem(text.strip())
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text.strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="propledger", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -589,12 +599,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser("token", help="print a signed bearer token")
     token.add_argument(
-        "--sub", required=True, type=_nonblank, help="who the token names (recorded as actor)"
+        "--sub", required=True, type=_token_name, help="who the token names (recorded as actor)"
     )
     token.add_argument(
         "--roles", required=True, type=_nonblank, help="comma-separated: admin,finance,..."
     )
-    token.add_argument("--trader-id", default=None, help="for trader tokens: the trader's id")
+    token.add_argument(
+        "--trader-id", default=None, type=_token_name, help="for trader tokens: the trader's id"
+    )
     token.add_argument("--ttl", type=_positive, default=3600, help="seconds until it expires")
     token.set_defaults(run=cmd_token)
 

@@ -110,6 +110,8 @@ def test_a_trader_token_carries_its_trader_id_and_ttl(tmp_path: Path) -> None:
         ("--sub", "x", "--roles", " , "),
         ("--sub", "x", "--roles", "admin", "--ttl", "-5"),
         ("--sub", "x", "--roles", "admin", "--ttl", "0"),
+        ("--sub", "fi\x01n", "--roles", "finance"),
+        ("--sub", "t", "--roles", "trader", "--trader-id", "t\x1b[0m"),
     ],
     ids=[
         "unknown-role",
@@ -119,6 +121,8 @@ def test_a_trader_token_carries_its_trader_id_and_ttl(tmp_path: Path) -> None:
         "only-commas",
         "past-ttl",
         "zero-ttl",
+        "unprintable-sub",
+        "unprintable-trader-id",
     ],
 )
 def test_a_bad_token_request_fails_with_a_plain_error(tmp_path: Path, args: tuple[str]) -> None:

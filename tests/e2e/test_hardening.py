@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.middleware import VerifiedTokens
 from ledger.config import Settings
-from tests.support import SECRET, auth, sqlite_file_url
+from tests.support import SECRET, assert_error, auth, program_body, sqlite_file_url, uid
 
 
 @pytest.fixture
@@ -96,6 +96,46 @@ def test_tokens_without_exp_or_sub_or_signed_otherwise_are_refused(
     reply = slow_client.get("/v1/programs/any", headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 401
     assert reply.json()["error"]["code"] == "invalid_token"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"sub": "fi\u0000n", "roles": ["admin"]},  # NUL: PostgreSQL text cannot hold it
+        {"sub": "fi\ud800n", "roles": ["admin"]},  # a lone surrogate: no store encodes it
+        {"sub": "fi\nn", "roles": ["admin"]},
+        {"sub": "", "roles": ["admin"]},
+        {"sub": "   ", "roles": ["admin"]},
+        {"sub": 42, "roles": ["admin"]},
+        {"sub": "x" * 201, "roles": ["admin"]},
+        {"sub": "t", "roles": ["trader"], "trader_id": "t\u0000"},
+    ],
+)
+def test_a_token_naming_its_subject_with_text_no_store_can_keep_is_refused_and_changes_nothing(
+    slow_client: TestClient, claims: dict[str, object]
+) -> None:
+    # A `sub` is recorded as who requested or approved a payout: a NUL in it answered 201
+    # and then stopped the payout projection on PostgreSQL for good; a lone surrogate
+    # answered 500 on every write (black-box audit).
+    token = jwt.encode({**claims, "exp": 4102444800}, SECRET, algorithm="HS256")
+    program_id = uid("bad-sub-")
+    reply = slow_client.post(
+        "/v1/programs",
+        json=program_body(program_id),
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": uid()},
+    )
+    assert_error(reply, 401, "invalid_token")
+    assert slow_client.get(f"/v1/programs/{program_id}", headers=auth("admin")).status_code == 404
+
+
+def test_propledger_token_refuses_a_subject_the_api_would_refuse() -> None:
+    from api.auth import mint_token
+
+    with pytest.raises(ValueError, match="sub must be printable"):
+        mint_token(SECRET, sub="fi\udcffn", roles=["finance"])
+    name = "x" * 200
+    claims = jwt.decode(mint_token(SECRET, sub=name, roles=["finance"]), SECRET, ["HS256"])
+    assert claims["sub"] == name
 
 
 @pytest.mark.parametrize("secret", [None, "short", "changeme" + " " * 40])
