@@ -266,9 +266,10 @@ def payout_report(
         bucket["trader_share"] += trader_minor
         bucket["firm_share"] += int(raw["firm_share_minor"])
         bucket["total"] += trader_minor
-        fees = sums[fee_currency]
-        fees["fee_refund"] += fee_minor
-        fees["total"] += fee_minor
+        if fee_minor:  # a fee currency nothing was refunded in gets no totals line
+            fees = sums[fee_currency]
+            fees["fee_refund"] += fee_minor
+            fees["total"] += fee_minor
         rows.append(shape(raw))
     fields = ("profit", "trader_share", "firm_share", "fee_refund", "total")
     totals = [

@@ -854,6 +854,33 @@ def test_the_payout_report_in_json_has_rows_and_totals_per_currency(
     ]
 
 
+def test_a_fee_currency_nothing_was_refunded_in_gets_no_totals_line(
+    client: TestClient, eur_fee_program_id: str
+) -> None:
+    """The fee is in euros, the challenge was recorded at 0.00 EUR: nothing is refunded, so
+    the report's totals name dollars only, as the payout's own `totals` do (until
+    2026-12-07 an all-zero EUR line with count 0 came too: black-box audit)."""
+    trader_id = uid("trader-")
+    phase = phase_account(client, eur_fee_program_id, trader_id, amount="0.00", currency="EUR")
+    funded_id = str(trade(client, phase, "1000.00")["next_account_id"])
+    trade(client, funded_id, "1000.00")
+    payout = request_payout(client, funded_id, trader_headers(trader_id))
+    assert (payout["fee_refund"], payout["fee_refund_currency"]) == ("0.00", "EUR")
+    approved_at = datetime.fromisoformat(approve(client, payout["payout_id"])["approved_at"])
+    period = {
+        "from": approved_at.isoformat(),
+        "to": (approved_at + timedelta(microseconds=1)).isoformat(),
+    }
+    report = client.get("/v1/reports/payouts", params=period, headers=FINANCE).json()
+    assert [row["payout_id"] for row in report["rows"]] == [payout["payout_id"]]
+    assert [total["currency"] for total in report["totals"]] == ["USD"]
+    csv_text = client.get(
+        "/v1/reports/payouts", params={**period, "format": "csv"}, headers=FINANCE
+    ).text
+    totals = [row for row in csv.reader(io.StringIO(csv_text)) if row and row[0] == "total"]
+    assert [row[5] for row in totals] == ["USD"]
+
+
 def test_a_date_period_of_the_report_includes_the_whole_to_day(
     client: TestClient, program_id: str
 ) -> None:
