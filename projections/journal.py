@@ -170,8 +170,12 @@ def entry_lines(
             params.append(code)
         else:
             under = code.replace("%", r"\%").replace("_", r"\_") + ":%"
-            clauses.append("(l.account = ? OR l.account LIKE ? ESCAPE '\\')")
-            params.extend([code, under])
+            # LIKE narrows (it can use an index) but ignores ASCII case on SQLite, not on
+            # PostgreSQL: the exact prefix decides, so both stores answer alike.
+            clauses.append(
+                "(l.account = ? OR (l.account LIKE ? ESCAPE '\\' AND substr(l.account, 1, ?) = ?))"
+            )
+            params.extend([code, under, len(code) + 1, f"{code}:"])
     if after:
         position, _, line_no = after.partition(".")
         # Past the largest position a store can hold is past the end: an empty page, not

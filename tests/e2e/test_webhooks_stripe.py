@@ -685,6 +685,9 @@ def test_a_trader_id_with_a_colon_is_its_own_account_code_and_control_characters
     assert accounts_of(code) == {code}
     assert accounts_of(code + ":") == {code, code + ":7"}
     assert {code, code + ":7"} <= accounts_of("liabilities:trader_wallet")
+    # Codes are case-sensitive on both stores (SQLite's LIKE ignored ASCII case).
+    assert accounts_of("LIABILITIES:TRADER_WALLET") == set()
+    assert accounts_of(code.upper() + ":") == set()
 
     # A control character; a trailing ':' (no leaf code); a '/', '.' or '..' (no URL
     # /v1/traders/{trader_id} could reach the trader: an audit found one registered so).
