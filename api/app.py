@@ -723,16 +723,35 @@ def parse_as_of(value: str) -> datetime:
 
 
 async def no_body_but_json(request: Request) -> None:
-    """For POSTs that take no body: one sent anyway must at least be JSON (400
-    `malformed_json` like every other endpoint), not be ignored."""
+    """For POSTs that take no body: nothing, `{}` or `null`. Anything else is refused,
+    not ignored: `{"approved": false}` on an approval approved, `{"amount": "10.00"}` on a
+    payout request asked for the whole profit (black-box audit). Not JSON: 400
+    `malformed_json`, like every other endpoint; JSON declared as another type, or any
+    field: 422."""
     body = await request.body()
-    if body.strip():
-        try:
-            json.loads(body)
-        except ValueError:
-            raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
-        except RecursionError:
-            raise ApiError(400, "malformed_json", _TOO_DEEP) from None
+    if not body.strip():
+        return
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "malformed_json", "the request body is not valid JSON") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", _TOO_DEEP) from None
+    declared = request.headers.get("content-type", "")
+    if declared and "json" not in declared.lower():
+        raise ApiError(
+            422,
+            "invalid_input",
+            f"the body must be JSON (Content-Type: application/json), not {declared}",
+        )
+    if parsed not in ({}, None):
+        fields = sorted(parsed) if isinstance(parsed, dict) else None
+        raise ApiError(
+            422,
+            "invalid_input",
+            "this request takes no body (send none, or {})",
+            {"fields": fields} if fields else None,
+        )
 
 
 NoBody = Annotated[None, Depends(no_body_but_json)]
@@ -891,7 +910,7 @@ def _payout_routes(app: FastAPI) -> None:
 
 def _audit_routes(app: FastAPI) -> None:
     @app.post("/v1/audit/verify", tags=["audit"])
-    def audit_verify(request: Request, _: Auditor) -> JSONResponse:
+    def audit_verify(request: Request, _: Auditor, __: NoBody) -> JSONResponse:
         result = verify(
             _ledger(request),
             request.app.state.database_url,

@@ -415,6 +415,11 @@ def test_only_an_auditor_may_verify_and_a_sound_ledger_verifies_ok(client: TestC
     for roles in (["finance"], ["admin"], ["platform"], ["approver"]):
         assert_error(client.post("/v1/audit/verify", headers=auth(*roles)), 403, "forbidden")
     assert_error(client.post("/v1/audit/verify"), 401)
+    # It takes no body: one sent anyway is read, not ignored.
+    broken = {**AUDITOR, "Content-Type": "application/json"}
+    assert_error(client.post("/v1/audit/verify", content=b"{", headers=broken), 400)
+    assert_error(client.post("/v1/audit/verify", json={"x": 1}, headers=AUDITOR), 422)
+    assert ok(client.post("/v1/audit/verify", json={}, headers=AUDITOR))["ok"] is True
 
 
 # The audit period report, on a store of its own ---------------------------------------------

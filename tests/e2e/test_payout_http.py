@@ -1112,10 +1112,24 @@ def test_a_malformed_body_on_a_payout_request_or_approval_is_400_and_changes_not
         headers={**APPROVER, "Content-Type": "application/json"},
     )
     error_of(refused, 400, "malformed_json")
+    # JSON that says something is refused too, never ignored: `{"approved": false}`
+    # approved, and a request for part of the profit asked for all of it (until
+    # 2026-12-07; black-box audit). So is JSON declared as another type.
+    approve_url = f"/v1/payouts/{payout['payout_id']}/approve"
+    for body in ({"approved": False, "reason": "hold"}, "x", [], 0):
+        error_of(client.post(approve_url, json=body, headers=APPROVER), 422, "invalid_input")
+    as_text = {**APPROVER, "Content-Type": "text/plain"}
+    error_of(client.post(approve_url, content=b"{}", headers=as_text), 422, "invalid_input")
+    other = funded_account(client, program_id, uid("trader-"))
+    partial = client.post(
+        f"/v1/accounts/{other}/payouts", json={"amount": "10.00"}, headers=FINANCE
+    )
+    assert error_of(partial, 422, "invalid_input")["details"] == {"fields": ["amount"]}
     assert client.get(f"/v1/payouts/{payout['payout_id']}", headers=FINANCE).json()["status"] == (
         "requested"
     )
-    approved = client.post(f"/v1/payouts/{payout['payout_id']}/approve", json={}, headers=APPROVER)
+    assert client.post(f"/v1/accounts/{other}/payouts", json={}, headers=FINANCE).status_code == 201
+    approved = client.post(approve_url, json={}, headers=APPROVER)
     assert approved.status_code == 200, approved.text
 
 
