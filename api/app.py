@@ -563,7 +563,7 @@ def _money_routes(app: FastAPI) -> None:
             Query(description=AS_OF_HELP, max_length=40),
         ] = None,
     ) -> JSONResponse:
-        instant = parse_as_of(as_of) if as_of else None
+        instant = parse_as_of(as_of) if as_of is not None else None
         # Without `as_of` the balance is of everything recorded before the request came
         # in: that moment is its `as_of`. A given one is echoed as written.
         asked_at = datetime.now(UTC).isoformat()
@@ -573,7 +573,7 @@ def _money_routes(app: FastAPI) -> None:
             instant,
             until_position=position if instant is None else None,
         )
-        shown = with_plus(as_of) if as_of else asked_at
+        shown = with_plus(as_of) if as_of is not None else asked_at
         return JSONResponse({"as_of": shown, **balance, "position": position})
 
     @app.get("/v1/ledger/entries", tags=["ledger"])
@@ -863,7 +863,10 @@ def _payout_routes(app: FastAPI) -> None:
         since, until = parse_range(from_, to)
         position = _wait_for_projections(request)
         report = payout_report(
-            request.app.state.reports_db, since, until, parse_as_of(as_of) if as_of else None
+            request.app.state.reports_db,
+            since,
+            until,
+            parse_as_of(as_of) if as_of is not None else None,
         )
         if format == "csv":
             return Response(
@@ -894,7 +897,10 @@ def _payout_routes(app: FastAPI) -> None:
         since, until = parse_range(from_, to)
         position = _wait_for_projections(request)
         rows = profit_splits(
-            request.app.state.reports_db, since, until, parse_as_of(as_of) if as_of else None
+            request.app.state.reports_db,
+            since,
+            until,
+            parse_as_of(as_of) if as_of is not None else None,
         )
         if format == "csv":
             return Response(

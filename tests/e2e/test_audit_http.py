@@ -281,6 +281,16 @@ def test_an_as_of_date_reads_as_that_utc_day_closed(client: TestClient) -> None:
         refused = client.get("/v1/ledger/trial-balance", params={"as_of": bad}, headers=FINANCE)
         assert_error(refused, 422, "invalid_timestamp")
         assert refused.json()["error"]["details"]["field"] == "as_of"
+    # An empty `as_of=` is no instant on any endpoint (the trial balance and the reports
+    # answered as of now, or echoed "", until 2026-12-07).
+    for path in (
+        "/v1/ledger/trial-balance",
+        "/v1/reports/payouts",
+        "/v1/reports/profit-splits",
+        f"/v1/accounts/{account_id}",
+    ):
+        refused = client.get(path, params={"as_of": ""}, headers=FINANCE)
+        assert_error(refused, 422)
 
 
 def test_an_as_of_whose_plus_sign_was_not_url_encoded_reads_as_that_offset(
