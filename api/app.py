@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from api import errors
 from api.audit import period_report, stream_links, verify
 from api.auth import (
+    PAYOUT_STAFF,
     Admin,
     AdminOrFinance,
     AnyRole,
@@ -29,6 +30,7 @@ from api.auth import (
     Finance,
     FinanceOrAuditor,
     PayoutReaders,
+    PayoutViewers,
     Platform,
     Principal,
 )
@@ -816,9 +818,13 @@ def _payout_routes(app: FastAPI) -> None:
         return JSONResponse(_payout_reply(request, payout, position))
 
     @app.get("/v1/payouts/{payout_id}", tags=["payouts"])
-    def get_payout(payout_id: str, request: Request, principal: AnyRole) -> JSONResponse:
+    def get_payout(payout_id: str, request: Request, principal: PayoutViewers) -> JSONResponse:
+        """Who lists payouts (finance, approvers, auditors) reads any; a trader its own.
+        Bridges and admins do not see payouts and their bank references, as on
+        `/v1/stream` (until 2026-12-07 any role could: black-box audit)."""
         payout = _ledger(request).payout(payout_id)
-        _forbidden_to_trader(principal, payout.trader_id, "payouts")
+        if not principal.has_any(PAYOUT_STAFF) and principal.trader_id != payout.trader_id:
+            raise ApiError(403, "forbidden", "a trader's token reads its own payouts only")
         return JSONResponse(payout_view(payout))
 
     @app.get("/v1/payouts", tags=["payouts"])

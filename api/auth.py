@@ -183,5 +183,8 @@ Auditors = Annotated[Principal, require("auditor", "admin", "finance")]
 Finance = Annotated[Principal, require("finance")]
 Approver = Annotated[Principal, require("approver")]
 Auditor = Annotated[Principal, require("auditor")]
-PayoutReaders = Annotated[Principal, require("finance", "approver", "auditor")]
+PAYOUT_STAFF = ("finance", "approver", "auditor")
+PayoutReaders = Annotated[Principal, require(*PAYOUT_STAFF)]
+# One payout: the payout desk's roles, or a trader reading its own.
+PayoutViewers = Annotated[Principal, require(*PAYOUT_STAFF, "trader")]
 FinanceOrAuditor = Annotated[Principal, require("finance", "auditor")]

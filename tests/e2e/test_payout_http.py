@@ -373,6 +373,12 @@ def test_a_trader_reads_their_own_payout_and_no_one_elses(
     assert own.status_code == 200, own.text
     assert own.json()["payout_id"] == payout["payout_id"]
     error_of(client.get(path, headers=trader_headers(other)), 403, "forbidden")
+    # The payout desk reads any payout; a bridge or an admin none (as GET /v1/payouts and
+    # /v1/stream: a payout and its bank reference are not theirs to see).
+    for staff in (FINANCE, APPROVER, AUDITOR):
+        assert client.get(path, headers=staff).status_code == 200
+    for outsider in (PLATFORM, ADMIN, trader_headers(other, None, "platform")):
+        error_of(client.get(path, headers=outsider), 403, "forbidden")
 
 
 # Approving -----------------------------------------------------------------------------------
