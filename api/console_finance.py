@@ -263,7 +263,11 @@ def _eligible(request: Request) -> list[dict[str, Any]]:
             trader = ledger.trader(account.trader_id)
         except NotFound:
             continue
-        check = account.payout_eligibility(now=now, trader_suspended=trader.is_suspended)
+        check = account.payout_eligibility(
+            now=now,
+            trader_suspended=trader.is_suspended,
+            opened_activity_at=ledger.opened_activity_at(account),
+        )
         if not check.reasons():
             eligible.append(row)
     return eligible

@@ -221,6 +221,7 @@ class TradingAccount(Aggregate):
             aggregate.pending_payout_id = None
             aggregate.approved_payouts += 1
             aggregate.last_payout_at = self.at
+            aggregate.last_payout_activity_at = aggregate.activity_at
 
     def __init__(
         self,
@@ -250,6 +251,9 @@ class TradingAccount(Aggregate):
         self.pending_payout_id: str | None = None
         self.approved_payouts = 0
         self.last_payout_at: datetime | None = None
+        # The account's newest trade or mark when its last payout was approved (its own
+        # clock, for the payout interval; see `Eligibility`).
+        self.last_payout_activity_at: datetime | None = None
         # trade_id -> (account version that recorded it, content fingerprint)
         self.trades = {}
         # Every equity mark recorded, as `mark_key`s (a dict for its order): a bridge
@@ -329,6 +333,7 @@ class TradingAccount(Aggregate):
             "pending_payout_id": self.pending_payout_id,
             "approved_payouts": self.approved_payouts,
             "last_payout_at": self.last_payout_at,
+            "last_payout_activity_at": self.last_payout_activity_at,
             "trade_log": self._trade_log_text(),
             "mark_log": "\n".join(self.marks),
             "created_on": self.created_on,
@@ -373,6 +378,7 @@ class TradingAccount(Aggregate):
             pending_payout_id=data["pending_payout_id"],
             approved_payouts=data["approved_payouts"],
             last_payout_at=data["last_payout_at"],
+            last_payout_activity_at=data["last_payout_activity_at"],
         )
         mark_log = str(data.get("mark_log") or "")
         account.marks = dict.fromkeys(mark_log.split("\n")) if mark_log else {}
@@ -513,7 +519,23 @@ class TradingAccount(Aggregate):
 
     # Payouts ------------------------------------------------------------------------
 
-    def payout_eligibility(self, *, now: datetime, trader_suspended: bool) -> Eligibility:
+    @property
+    def activity_at(self) -> datetime | None:
+        """The account's own clock: its newest trade or equity mark (None before any)."""
+        trade_at, mark_at = self.state.last_trade_at, self.state.last_mark_at
+        if trade_at is None or mark_at is None:
+            return trade_at or mark_at
+        return max(trade_at, mark_at)
+
+    def payout_eligibility(
+        self,
+        *,
+        now: datetime,
+        trader_suspended: bool,
+        opened_activity_at: datetime | None = None,
+    ) -> Eligibility:
+        """`opened_activity_at`: when this account opened on the accounts' own clock (the
+        trade that passed the phase before it), when the caller knows it."""
         terms = self.program.funded_terms
         return Eligibility(
             is_funded=self.rules.is_funded,
@@ -532,6 +554,9 @@ class TradingAccount(Aggregate):
             first_payout_after_days=terms.first_payout_after_days,
             payout_interval_days=terms.payout_interval_days,
             now=now,
+            activity_at=self.activity_at,
+            opened_activity_at=opened_activity_at,
+            last_approved_activity_at=self.last_payout_activity_at,
         )
 
     @property
@@ -562,10 +587,13 @@ class TradingAccount(Aggregate):
         now: datetime,
         trader_suspended: bool,
         fee_kept: Money | None = None,
+        opened_activity_at: datetime | None = None,
     ) -> Breakdown:
         """Checks every condition at once; the breakdown is fixed here (`fee_to_refund`
         for the fee, from `fee_kept`)."""
-        reasons = self.payout_eligibility(now=now, trader_suspended=trader_suspended).reasons()
+        reasons = self.payout_eligibility(
+            now=now, trader_suspended=trader_suspended, opened_activity_at=opened_activity_at
+        ).reasons()
         if reasons:
             raise PayoutRefused(
                 f"account {self.id} cannot be paid out now: {', '.join(reasons)}",

@@ -62,6 +62,13 @@ class Eligibility:
     first_payout_after_days: int
     payout_interval_days: int
     now: datetime
+    # The account's own clock, as the rules' days are (DESIGN: "not the wall clock:
+    # bridges replay history"): its newest trade or mark, the instant the funded account
+    # opened on that clock (the pass that opened it), and the account's newest trade or
+    # mark when its last payout was approved. None where unknown.
+    activity_at: datetime | None = None
+    opened_activity_at: datetime | None = None
+    last_approved_activity_at: datetime | None = None
 
     def reasons(self) -> list[str]:
         """Every failed condition, in the order DESIGN.md lists them."""
@@ -74,7 +81,7 @@ class Eligibility:
             failed.append(NO_PROFIT)
         if self.profit < self.min_payout:
             failed.append(BELOW_MINIMUM)
-        if self.now < self.earliest():
+        if self.too_early():
             failed.append(TOO_EARLY)
         if not self.consistency_holds:
             failed.append(CONSISTENCY)
@@ -85,9 +92,24 @@ class Eligibility:
         return failed
 
     def earliest(self) -> datetime:
+        """On the ledger's clock: the first instant a payout may be asked for."""
         if self.last_approved_at is None:
             return self.opened_at + relativedelta(days=self.first_payout_after_days)
         return self.last_approved_at + relativedelta(days=self.payout_interval_days)
+
+    def too_early(self) -> bool:
+        """Too early on both clocks: the days have passed neither on the ledger's clock
+        (a live firm) nor on the account's own (a bridge replaying weeks of trades in a
+        minute has traded through them)."""
+        if self.now >= self.earliest():
+            return False
+        if self.last_approved_at is None:
+            since, days = self.opened_activity_at, self.first_payout_after_days
+        else:
+            since, days = self.last_approved_activity_at, self.payout_interval_days
+        if since is None or self.activity_at is None:
+            return True
+        return self.activity_at < since + relativedelta(days=days)
 
 
 @dataclass(frozen=True, slots=True)

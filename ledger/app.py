@@ -709,6 +709,7 @@ class PropLedger(Application[UUID]):
                 now=now,
                 trader_suspended=trader.is_suspended,
                 fee_kept=self._fee_kept(account) if account.refunds_fee_next else None,
+                opened_activity_at=self.opened_activity_at(account),
             )
             payout = Payout.request(
                 payout_id=payout_id,
@@ -722,6 +723,13 @@ class PropLedger(Application[UUID]):
             return payout, self._save(payout, account)
 
         return self._retrying(command)
+
+    def opened_activity_at(self, account: TradingAccount) -> datetime | None:
+        """When `account` opened on the accounts' own clock: the `closed_at` of the trade
+        that passed the phase before it (None for a first phase, opened by a purchase)."""
+        if account.previous_account_id is None:
+            return None
+        return self.account(account.previous_account_id).passed_at
 
     def _fee_kept(self, account: TradingAccount) -> Money | None:
         """What the firm kept of the payment that bought this account's challenge (its

@@ -381,6 +381,52 @@ def test_a_trader_reads_their_own_payout_and_no_one_elses(
         error_of(client.get(path, headers=outsider), 403, "forbidden")
 
 
+def test_a_bridge_replaying_weeks_of_history_reaches_the_payout_days_with_its_trades(
+    client: TestClient,
+) -> None:
+    """DESIGN's example terms (14 days to the first payout, 14 between payouts) on a history
+    replayed in a second: the days count on the account's own clock (its trades and marks,
+    as the rules' days do) as well as on the ledger's, whichever passed them first."""
+    body = program_body()
+    body["funded"] |= {"first_payout_after_days": 14, "payout_interval_days": 14}
+    assert client.post("/v1/programs", json=body, headers=ADMIN).status_code == 201
+    trader_id = uid("trader-")
+    who = trader_headers(trader_id)
+
+    def at(account_id: str, closed_at: str, profit: str) -> dict[str, Any]:
+        trade_body = {
+            "trade_id": uid("T-"),
+            "symbol": "EURUSD",
+            "side": "buy",
+            "volume": "1",
+            "opened_at": "2025-01-01T00:00:00Z",
+            "closed_at": closed_at,
+            "profit": profit,
+        }
+        reply = client.post(f"/v1/accounts/{account_id}/trades", json=trade_body, headers=PLATFORM)
+        assert reply.status_code == 201, reply.text
+        state: dict[str, Any] = reply.json()
+        return state
+
+    passed = at(
+        phase_account(client, str(body["program_id"]), trader_id), "2025-01-06T10:00:00Z", "1000.00"
+    )
+    funded = str(passed["next_account_id"])
+    at(funded, "2025-01-19T10:00:00Z", "500.00")  # 13 days after the pass
+    refused = client.post(f"/v1/accounts/{funded}/payouts", headers=who)
+    assert error_of(refused, 422)["details"]["reasons"] == ["too_early"]
+    at(funded, "2025-01-20T10:00:00Z", "500.00")  # 14 days
+    payout = request_payout(client, funded, who)
+    assert payout["profit"] == "1000.00"
+    approve(client, payout["payout_id"])
+
+    at(funded, "2025-02-02T10:00:00Z", "300.00")  # 13 days after the approved payout's
+    refused = client.post(f"/v1/accounts/{funded}/payouts", headers=who)
+    assert error_of(refused, 422)["details"]["reasons"] == ["too_early"]
+    at(funded, "2025-02-03T10:00:00Z", "0.00")
+    assert request_payout(client, funded, who)["profit"] == "300.00"
+
+
 # Approving -----------------------------------------------------------------------------------
 
 

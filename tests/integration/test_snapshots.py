@@ -236,6 +236,27 @@ def test_migration_9_drops_snapshots_taken_without_the_accounts_marks(url: str) 
         ledger.close()
 
 
+def test_migration_11_drops_snapshots_taken_without_the_payout_clock(url: str) -> None:
+    """0011: snapshots now keep the account's own clock at its last approved payout
+    (`last_payout_activity_at`); one taken before cannot be loaded without it."""
+    ledger, account_id = _long_account(url)
+    try:
+
+        def older(state: bytes) -> bytes:
+            data = json.loads(state)
+            del data["state"]["last_payout_activity_at"]
+            return json.dumps(data).encode()
+
+        _edit_snapshot(url, account_id, older)
+        assert ledger.snapshots is not None
+        assert list(ledger.snapshots.get(UUID(account_id)))
+        _forget_migration(url, 11)
+        assert migrate(url) == ["0011_snapshots_remember_payout_clock"]
+        assert list(ledger.snapshots.get(UUID(account_id))) == []
+    finally:
+        ledger.close()
+
+
 def _forget_migration(url: str, version: int) -> None:
     """Marks `version` as not applied, as a store from before it would be."""
     import sqlite3

@@ -546,6 +546,56 @@ def test_the_next_payout_waits_payout_interval_days_after_the_approved_one() -> 
     assert second.profit == usd("600.00")
 
 
+# The account's own clock: a bridge replaying history trades through the days ---------------
+
+PASSED_AT = datetime.fromisoformat("2026-03-01T10:00:00+00:00")  # the trade that funded it
+
+
+def market_refusal(account: TradingAccount, now: datetime) -> list[str]:
+    return account.payout_eligibility(
+        now=now, trader_suspended=False, opened_activity_at=PASSED_AT
+    ).reasons()
+
+
+def test_the_first_payout_days_count_on_the_accounts_own_clock_too() -> None:
+    """Funded by a trade of 2026-03-01 10:00 replayed today: 14 days of its trades later it
+    may be paid, although the ledger's clock moved by an hour (DESIGN.md: the account's
+    days are its trades', "not the wall clock: bridges replay history")."""
+    account = open_account()
+    an_hour_later = days_after_opening(account, 0) + timedelta(hours=1)
+    close(account, "1000.00", day="2026-03-14")  # 13 days after the pass
+    assert market_refusal(account, an_hour_later) == ["too_early"]
+    account.mark_equity(usd("101000.00"), PASSED_AT + relativedelta(days=14, microseconds=-1))
+    assert market_refusal(account, an_hour_later) == ["too_early"]
+    account.mark_equity(usd("101000.00"), PASSED_AT + relativedelta(days=14))
+    assert market_refusal(account, an_hour_later) == []
+    # Without the pass's instant only the ledger's clock counts.
+    assert refusal(account, an_hour_later) == ["too_early"]
+    split = account.request_payout(
+        str(uuid4()), now=an_hour_later, trader_suspended=False, opened_activity_at=PASSED_AT
+    )
+    assert split.profit == usd("1000.00")
+
+
+def test_the_payout_interval_counts_on_the_accounts_own_clock_from_the_approval() -> None:
+    account = open_account(first_payout_after_days=0, payout_interval_days=14)
+    close(account, "1000.00", day="2026-03-02")  # its clock: 2026-03-02 10:00
+    now = days_after_opening(account, 0) + timedelta(hours=1)
+    payout_id, split = request(account, now)
+    approve_on_account(account, payout_id, split, now)
+    assert account.last_payout_activity_at == datetime.fromisoformat("2026-03-02T10:00:00+00:00")
+    close(account, "600.00", day="2026-03-15")  # 13 days on its clock
+    assert market_refusal(account, now) == ["too_early"]
+    close(account, "0.00", day="2026-03-16")  # 14 days
+    assert market_refusal(account, now) == []
+    # A snapshot keeps the approval's instant on the account's clock.
+    restored = TradingAccount.from_snapshot_state(
+        account.id, account.version, account.snapshot_state()
+    )
+    assert restored.last_payout_activity_at == account.last_payout_activity_at
+    assert market_refusal(restored, now) == []
+
+
 def test_a_rejected_payout_does_not_restart_the_interval() -> None:
     account = open_account(first_payout_after_days=0, payout_interval_days=14)
     close(account, "1000.00")
