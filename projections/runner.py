@@ -269,17 +269,27 @@ class ProjectionRunner:
         """Empties the projection and replays the log (up to `until`) into it, in pages of
         up to `page_size` events (larger than a live page: nobody waits on a rebuild's
         lag, and a projection that keeps the newest state per stream writes each stream
-        once a page)."""
+        once a page), all in one transaction: until it commits, readers see the tables as
+        they were, complete at their position, never emptied or half rebuilt (a rebuild
+        that committed its reset first let a report answer 200 with no rows, and verify
+        call a healthy projection behind: black-box audit). Live runners leave the
+        projection to it meanwhile (PostgreSQL: its tracking row is locked; SQLite: the
+        transaction holds the database's write lock, so writers wait for the rebuild)."""
+        total = 0
         with self.database.transaction() as cursor:
             _lock_position(self.database, cursor, projection.name)
             projection.reset(cursor)
+            position = 0
+            while page := self._read_page(
+                [projection], {projection.name: position}, until, page_size
+            ):
+                self._write_page(cursor, [projection], {projection.name: position}, page)
+                position = page.notifications[-1].id
+                total += len(page.notifications)
             cursor.execute(
-                "UPDATE projection_tracking SET position = 0 WHERE projection = ?",
-                (projection.name,),
+                "UPDATE projection_tracking SET position = ? WHERE projection = ?",
+                (position, projection.name),
             )
-        total = 0
-        while (processed := self._process_page([projection], until, page_size=page_size)) > 0:
-            total += processed
         return total
 
     # Following the live log -------------------------------------------------------------

@@ -201,6 +201,36 @@ def test_rebuilding_from_zero_gives_identical_rows(
     assert_board_equals_aggregates(ledger, database)
 
 
+def test_readers_see_the_board_as_it_was_until_a_rebuild_commits(
+    ledger: PropLedger, database: Database, database_url: str, program_id: str
+) -> None:
+    """A rebuild empties and refills the board in one transaction: a reader on another
+    connection sees the rows and position as they were, complete, never emptied (a
+    rebuild that committed its reset first let a report answer 200 with no rows, and
+    verify call a healthy projection behind: black-box audit)."""
+    populate(ledger, program_id)
+    runner = ProjectionRunner(ledger, database, [AccountBoard()])
+    runner.catch_up()
+    before = (all_rows(database), runner.position("account_board"))
+    reader = Database(database_url)
+    seen: list[tuple[Any, int]] = []
+
+    class Watched(AccountBoard):
+        def apply(self, cursor: Cursor, events: list[Any]) -> None:
+            super().apply(cursor, events)
+            seen.append(
+                (all_rows(reader), ProjectionRunner(ledger, reader, []).position(self.name))
+            )
+
+    try:
+        processed = runner.rebuild(Watched(), page_size=2)
+    finally:
+        reader.close()
+    assert processed == len(notifications(ledger)) and len(seen) > 1
+    assert all(observed == before for observed in seen)
+    assert (all_rows(database), runner.position("account_board")) == before
+
+
 def test_a_page_updating_many_accounts_at_once_leaves_each_row_as_its_aggregate(
     ledger: PropLedger, database: Database, program_id: str
 ) -> None:
