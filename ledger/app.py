@@ -734,7 +734,10 @@ class PropLedger(Application[UUID]):
     def _fee_kept(self, account: TradingAccount) -> Money | None:
         """What the firm kept of the payment that bought this account's challenge (its
         first phase's purchase): the amount paid, less refunds and chargebacks for a
-        processor payment. None when the purchase is not recorded."""
+        processor payment; for a wallet purchase, less what the trader's wallet in its
+        currency owes (a deposit refunded after it paid for the challenge leaves the wallet
+        below zero: that much of the challenge was paid back already). None when the
+        purchase is not recorded."""
         first = account
         while first.previous_account_id is not None:
             first = self.account(first.previous_account_id)
@@ -742,6 +745,9 @@ class PropLedger(Application[UUID]):
         if not purchase or purchase.get("amount") is None:
             return None
         paid = Money(Decimal(str(purchase["amount"])), str(purchase["currency"]))
+        if purchase.get("method") == "wallet":
+            owed = self.trader(first.trader_id).wallet_balance(paid.currency)
+            return paid + owed if owed.amount < 0 else paid
         purchase_id = str(purchase.get("purchase_id") or "")
         if purchase.get("method") != "processor" or not purchase_id.startswith(
             PROCESSOR_PURCHASE_PREFIX

@@ -1077,6 +1077,35 @@ def test_a_challenge_fee_refunded_at_stripe_is_not_refunded_again_with_the_first
     assert fees == {54000: "0.00", 14000: "400.00"}
 
 
+@pytest.mark.parametrize(("refunded_cents", "fee_back"), [(54000, "0.00"), (14000, "400.00")])
+def test_a_challenge_paid_from_a_deposit_refunded_since_gives_back_only_what_was_kept(
+    client: TestClient, refunded_cents: int, fee_back: str
+) -> None:
+    """540.00 deposited, spent on the challenge from the wallet, then the deposit refunded
+    at Stripe: the wallet owes what was refunded (below zero: the trader has the money
+    back), so that much of the challenge's fee was paid back already and the first payout
+    does not give it back again (until 2026-12-07 it gave the whole 540.00: black-box
+    audit)."""
+    program_id = quick_payout_program(client)
+    trader_id = uid("trader-")
+    money_in = deposit(trader_id, 54000)
+    delivered(client, money_in.checkout_completed())
+    bought = client.post(
+        "/v1/purchases",
+        json=purchase_body(program_id, trader_id=trader_id, method="wallet"),
+        headers=FINANCE,
+    )
+    assert bought.status_code == 201, bought.text
+    delivered(client, money_in.refunded(refunded_cents))
+    wallet = client.get(f"/v1/traders/{trader_id}", headers=FINANCE).json()["wallet"]
+    owed = f"{-refunded_cents / 100:.2f}"
+    assert {"currency": "USD", "balance": owed} in wallet, wallet
+    funded_id = funded_with_profit(client, trader_id)
+    asked = client.post(f"/v1/accounts/{funded_id}/payouts", headers=auth("finance", sub="fin-w"))
+    assert asked.status_code == 201, asked.text
+    assert asked.json()["fee_refund"] == fee_back
+
+
 @pytest.mark.parametrize("refunded_cents", [54000, 30000])
 def test_a_fee_refunded_at_stripe_after_the_payout_was_requested_stops_its_approval(
     client: TestClient, refunded_cents: int
