@@ -563,10 +563,13 @@ def _token_name(text: str) -> str:
     """A token's `sub` or `trader_id`: what the API would accept in one."""
     from api.auth import name_problem
 
-    problem = name_problem(text.strip())
+    problem = name_problem(text)
     if problem:
         raise argparse.ArgumentTypeError(problem)
-    return text.strip()
+    if text != text.strip():
+        # Not stripped quietly: " X" is another trader than "X" to the API.
+        raise argparse.ArgumentTypeError("must not start or end with whitespace")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -112,6 +112,7 @@ def test_a_trader_token_carries_its_trader_id_and_ttl(tmp_path: Path) -> None:
         ("--sub", "x", "--roles", "admin", "--ttl", "0"),
         ("--sub", "fi\x01n", "--roles", "finance"),
         ("--sub", "t", "--roles", "trader", "--trader-id", "t\x1b[0m"),
+        ("--sub", "t", "--roles", "trader", "--trader-id", " T-1"),
     ],
     ids=[
         "unknown-role",
@@ -123,6 +124,7 @@ def test_a_trader_token_carries_its_trader_id_and_ttl(tmp_path: Path) -> None:
         "zero-ttl",
         "unprintable-sub",
         "unprintable-trader-id",
+        "padded-trader-id",
     ],
 )
 def test_a_bad_token_request_fails_with_a_plain_error(tmp_path: Path, args: tuple[str]) -> None:

@@ -226,7 +226,8 @@ def test_readers_see_the_board_as_it_was_until_a_rebuild_commits(
         processed = runner.rebuild(Watched(), page_size=2)
     finally:
         reader.close()
-    assert processed == len(notifications(ledger)) and len(seen) > 1
+    assert processed == len(notifications(ledger))
+    assert len(seen) > 1
     assert all(observed == before for observed in seen)
     assert (all_rows(database), runner.position("account_board")) == before
 
