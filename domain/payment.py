@@ -27,6 +27,8 @@ UNALLOCATED = "unallocated"
 DISPUTE_OPEN = "open"
 DISPUTE_WON = "won"
 DISPUTE_LOST = "lost"
+# On a trader a payment named before finance allocated it to another: no longer theirs.
+DISPUTE_MOVED = "moved"
 
 
 class WebhookDelivery(Aggregate):

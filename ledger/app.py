@@ -45,7 +45,14 @@ from domain.aggregates import Program, Trader
 from domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from domain.ids import NAMESPACE, first_account_id, program_id_to_uuid, trader_id_to_uuid
 from domain.money import Money, check_currency
-from domain.payment import CHALLENGE, DEPOSIT, UNALLOCATED, Payment, WebhookDelivery
+from domain.payment import (
+    CHALLENGE,
+    DEPOSIT,
+    DISPUTE_MOVED,
+    UNALLOCATED,
+    Payment,
+    WebhookDelivery,
+)
 from domain.payout import Payout
 from domain.program import ProgramDefinition
 from domain.trade import Trade, parse_equity_mark
@@ -655,6 +662,31 @@ class PropLedger(Application[UUID]):
                 if str(account.id) not in pending:
                     touched.append(account)
 
+    def _release_disputes(
+        self, payment: Payment, named_before: str | None, named_now: str, touched: list[Any]
+    ) -> None:
+        """A payment that named another trader before finance allocated it: its disputes
+        are no longer that trader's (they are noted `moved`), so a suspension they caused
+        there lifts; the trader it names now carries them (until 2026-12-07 the trader
+        named first stayed suspended for good, even after the dispute was won)."""
+        if named_before is None or named_before == named_now or not payment.disputes:
+            return
+        try:
+            before = self.trader(named_before)
+        except NotFound:
+            return
+        version, changed = before.version, False
+        for dispute_id in sorted(payment.disputes):
+            if dispute_id in before.disputes:
+                changed = before.note_dispute(dispute_id, DISPUTE_MOVED) or changed
+        if before.version != version:
+            touched.append(before)
+        if changed:
+            pending = {str(a.id): a for a in touched if isinstance(a, TradingAccount)}
+            for account in self._apply_suspension(before, "dispute moved", pending):
+                if str(account.id) not in pending:
+                    touched.append(account)
+
     def allocate_payment(
         self, payment_ref: str, body: dict[str, Any], actor: str
     ) -> tuple[Payment, TradingAccount, int | None]:
@@ -669,6 +701,7 @@ class PropLedger(Application[UUID]):
             program = self.program(program_id)
             trader = self._trader_or_new(trader_id)
             account_id = first_account_id(f"{PROCESSOR_PURCHASE_PREFIX}{payment_ref}")
+            named_before = payment.trader_id
             payment.allocate(
                 trader_id=trader_id, program_id=program_id, account_id=str(account_id), actor=actor
             )
@@ -687,6 +720,7 @@ class PropLedger(Application[UUID]):
             )
             touched: list[Any] = [payment, trader, account]
             self._sync_trader(payment, trader, touched)
+            self._release_disputes(payment, named_before, trader_id, touched)
             return payment, account, self._save(*touched)
 
         return self._retrying(command)

@@ -595,6 +595,43 @@ def test_an_unmatched_payment_is_listed_and_finance_allocates_it_to_a_trader_and
     assert_error(again, 409, "not_unallocated")
 
 
+def test_a_disputed_payment_allocated_to_another_trader_takes_its_dispute_along(
+    client: TestClient, program_id: str
+) -> None:
+    """The payment named trader A (with a program the firm does not have: unallocated) and
+    was disputed, which suspended A; finance found it was B's. The dispute is B's now: A is
+    reinstated, B suspended until the dispute is won (until 2026-12-07 A stayed suspended
+    for good, even after B won the dispute: no event could lift it)."""
+    named, owner = uid("trader-"), uid("trader-")
+    bought = client.post(
+        "/v1/purchases", json=purchase_body(program_id, trader_id=named), headers=FINANCE
+    )
+    assert bought.status_code == 201, bought.text
+    payment = challenge(named, uid("no-such-program-"))
+    assert delivered(client, payment.checkout_completed())["outcome"] == "unallocated"
+    dispute_id = sp.new_id("dp_")
+    delivered(client, payment.dispute_event("charge.dispute.created", dispute_id))
+    assert (trader(client, named)["status"], statuses(client, named)) == (
+        "suspended",
+        ["suspended"],
+    )
+
+    allocation = {"trader_id": owner, "program_id": program_id}
+    allocated = client.post(
+        f"/v1/payments/{payment.intent}/allocate", json=allocation, headers=FINANCE
+    )
+    assert allocated.status_code == 201, allocated.text
+
+    assert (trader(client, named)["status"], statuses(client, named)) == ("active", ["active"])
+    assert (trader(client, owner)["status"], statuses(client, owner)) == (
+        "suspended",
+        ["suspended"],
+    )
+    delivered(client, payment.dispute_event("charge.dispute.closed", dispute_id, status="won"))
+    assert (trader(client, owner)["status"], statuses(client, owner)) == ("active", ["active"])
+    assert trader(client, named)["status"] == "active"
+
+
 def test_a_deposit_books_the_same_whichever_of_its_session_and_intent_comes_first(
     client: TestClient,
 ) -> None:
