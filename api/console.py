@@ -91,6 +91,13 @@ def _safe_next(target: str) -> str | None:
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or "\\" in target or target.startswith("//"):
         return None
+    # No '.' or '..' segments and no empty ones: '/console/../v1/x' resolves outside.
+    segments = parts.path.split("/")[2:]
+    if any(segment in ("", ".", "..") for segment in segments[:-1]) or segments[-1:] in (
+        ["."],
+        [".."],
+    ):
+        return None
     return target if target.startswith("/console/") else None
 
 
@@ -165,11 +172,15 @@ def _risk_routes(router: APIRouter) -> None:
         page_number: Annotated[str, Query(alias="page", max_length=6)] = "1",
         day: Annotated[str, Query(max_length=10)] = "",
     ) -> Response:
-        number = min(MAX_RISK_PAGE, max(1, int(page_number))) if page_number.isdigit() else 1
+        # ASCII digits only: str.isdigit() admits "²", which int() refuses.
+        digits = page_number.isascii() and page_number.isdigit()
+        number = min(MAX_RISK_PAGE, max(1, int(page_number))) if digits else 1
         try:
             chosen = date.fromisoformat(day) if day else datetime.now(UTC).date()
         except ValueError:
             return problem(request, session, 422, "Bad day", f"{day!r} is not a date.")
+        if not 1970 <= chosen.year <= 2999:  # as the API's dates (its next day must exist)
+            return problem(request, session, 422, "Bad day", f"{day!r} is not in 1970-2999.")
         position = wait_for_projections(request, session)
         database = reports_db(request)
         rows, total = risk_board(
@@ -224,7 +235,8 @@ def _audit_routes(router: APIRouter) -> None:
         session: AuditViewer,
         after_version: Annotated[str, Query(max_length=9)] = "0",
     ) -> Response:
-        after = int(after_version) if after_version.isdigit() else 0
+        digits = after_version.isascii() and after_version.isdigit()
+        after = int(after_version) if digits else 0
         ledger = ledger_of(request)
         try:
             current = ledger.account(account_id)

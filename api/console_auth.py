@@ -38,7 +38,11 @@ MAX_TOKEN_LENGTH = 4096
 FLASH_SECONDS = 60
 
 STAFF_ROLES = ("admin", "finance", "approver", "auditor")
-FINANCE_VIEW = ("finance", "approver", "admin")
+# The payout desk, as the API's payout reads (GET /v1/payouts: finance, approver, auditor):
+# an admin does not see payouts and bank references (until 2026-12-07 the console showed
+# them to admins, which the API refuses). Auditors read the payouts CSV (REPORT_ROLES).
+FINANCE_VIEW = ("finance", "approver")
+MAX_COOKIE_SECONDS = 400 * 86_400
 RISK_VIEW = STAFF_ROLES
 AUDIT_VIEW = ("auditor", "admin", "finance")
 REPORT_ROLES = ("finance", "auditor")  # as GET /v1/reports/payouts
@@ -95,6 +99,9 @@ def session_cookie_headers(
     response: Response, session: Session, *, secure: bool, now: float | None = None
 ) -> None:
     max_age = max(0, session.expires_at - int(now if now is not None else time.time()))
+    # Browsers keep a cookie 400 days at most; a token minted for ages would overflow the
+    # Expires date (a 500 at sign-in): the cookie lives as long as a browser allows.
+    max_age = min(max_age, MAX_COOKIE_SECONDS)
     response.set_cookie(
         COOKIE,
         session.token,

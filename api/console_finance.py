@@ -193,9 +193,12 @@ def _day(value: str, field: str) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise ValueError(f"'{field}' must be a date (YYYY-MM-DD), got {value!r}.") from None
+    if not 1970 <= day.year <= 2999:  # as GET /v1/reports/payouts
+        raise ValueError(f"'{field}' must be in the years 1970 to 2999, got {value!r}.")
+    return day
 
 
 def _refused(

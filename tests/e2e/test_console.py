@@ -143,7 +143,17 @@ def test_a_page_without_a_session_redirects_to_sign_in_and_back_after_it(app: Fa
     assert person.get("/console/risk").status_code == 200
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/x", "//evil.example/x", "/v1/payouts"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/x",
+        "//evil.example/x",
+        "/v1/payouts",
+        "/console/../v1/payouts",  # resolves outside the console
+        "/console/./..//evil.example",
+        "/console/risk/..",
+    ],
+)
 def test_sign_in_only_ever_returns_inside_the_console(app: FastAPI, target: str) -> None:
     signed = Person(app).sign_in(token(["auditor"], sub="ann"), next=target)
     assert signed.headers["location"] == "/console/audit"
@@ -157,6 +167,11 @@ def test_the_session_cookie_is_httponly_strict_scoped_to_the_console_and_expires
     attributes = {part.strip().split("=")[0].lower(): part.strip() for part in cookie.split(";")}
 
     assert cookie.startswith(f"propledger_console={value};")
+    # A token minted for ages is kept as long as a browser keeps a cookie (400 days); its
+    # Expires date overflowed into a 500 at sign-in (console audit).
+    ages = mint_token(SECRET, sub="fin", roles=["finance"], ttl=10**17)
+    long_lived = set_cookie(Person(app).sign_in(ages))
+    assert f"Max-Age={400 * 86_400}" in long_lived
     assert "httponly" in attributes
     assert attributes["samesite"].lower() == "samesite=strict"
     assert attributes["path"] == "Path=/console"
@@ -229,7 +244,7 @@ def test_sign_out_clears_the_cookie(app: FastAPI) -> None:
 # Roles ------------------------------------------------------------------------------
 
 VIEWS = {
-    "/console/finance": {"finance", "approver", "admin"},
+    "/console/finance": {"finance", "approver"},  # the payout desk, as the API's payout reads
     "/console/risk": set(STAFF),
     "/console/audit": {"auditor", "admin", "finance"},
     "/console/reports/payouts.csv": {"finance", "auditor"},
@@ -489,6 +504,10 @@ def test_the_csv_download_is_the_api_report_for_the_period(
     assert list(csv.reader(io.StringIO(empty.text)))[1:] == []
     bad = Person(app, ["finance"]).get("/console/reports/payouts.csv", params={"from": "March"})
     assert bad.status_code == 422
+    # Dates the API refuses are refused here too (a `to` of 9999-12-31 overflowed: 500).
+    for far in ({"to": "9999-12-31"}, {"from": "0001-01-01"}):
+        reply = Person(app, ["finance"]).get("/console/reports/payouts.csv", params=far)
+        assert reply.status_code == 422, far
 
 
 # Risk -------------------------------------------------------------------------------
@@ -579,6 +598,24 @@ def test_the_account_page_shows_the_chart_and_the_events_with_their_hashes(
     hashes = re.findall(r'<code class="hash">([0-9a-f]{64})</code>', page.text)
     assert hashes == [event["hash"] for event in events["events"]]
     assert 'class="verify"' not in page.text  # verify is the auditor's
+
+
+def test_odd_query_values_are_read_as_defaults_or_refused_never_a_500(
+    app: FastAPI, api: TestClient, program_id: str
+) -> None:
+    """A console audit found 500s: "²" passes str.isdigit() but not int(); a day at the
+    ends of the calendar has no next or previous day."""
+    person = Person(app, ["auditor", "finance"])
+    account = seed.funded_account(api, program_id, trades=1)
+    assert person.get("/console/risk", params={"page": "\u00b2"}).status_code == 200
+    reply = person.get(
+        f"/console/accounts/{account['account_id']}", params={"after_version": "\u00b9"}
+    )
+    assert reply.status_code == 200
+    for day in ("9999-12-31", "0001-01-01"):
+        refused = person.get("/console/risk", params={"day": day})
+        assert refused.status_code == 422
+        assert "Bad day" in refused.text
 
 
 def test_an_unknown_account_is_a_404_page(app: FastAPI) -> None:
