@@ -169,8 +169,17 @@ def csrf_ok(session: Session, fields: dict[str, str]) -> bool:
     return hmac.compare_digest(given.encode(), session.csrf.encode())
 
 
+# A notice is a cookie, and browsers drop cookies over 4,096 bytes: a notice quoting a
+# long reason is cut to what fits (UTF-8, at most 4 bytes a character, and base64's third:
+# ~2.2 KB at most).
+FLASH_MAX_CHARACTERS = 400
+
+
 def flash_value(secret: str, kind: str, text: str) -> str:
-    payload = base64.urlsafe_b64encode(json.dumps({"kind": kind, "text": text}).encode()).decode()
+    if len(text) > FLASH_MAX_CHARACTERS:
+        text = text[: FLASH_MAX_CHARACTERS - 1] + "\u2026"
+    notice = json.dumps({"kind": kind, "text": text}, ensure_ascii=False)
+    payload = base64.urlsafe_b64encode(notice.encode()).decode()
     tag = hmac.new(_key(secret, _FLASH_LABEL), payload.encode(), hashlib.sha256).hexdigest()
     return f"{payload}.{tag}"
 

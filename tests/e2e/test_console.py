@@ -700,3 +700,16 @@ def test_the_package_ships_every_template_and_static_file() -> None:
     for name in shipped:
         assert any(fnmatch(name, pattern) for pattern in patterns), name
     assert "jinja2" in " ".join(config["project"]["dependencies"])
+
+
+def test_a_notice_quoting_a_long_reason_still_fits_in_a_cookie() -> None:
+    """A 500-character Hebrew reason made a 4,200-byte notice cookie, which browsers drop
+    (console audit): the notice is cut to fit, and reads back."""
+    from api.console_auth import flash_value, read_flash
+
+    value = flash_value(SECRET, "ok", "rejected: " + "\u05e9\U0001f600" * 500)
+    assert len(value) < 4000
+    notice = read_flash(SECRET, value)
+    assert notice is not None
+    assert notice["text"].startswith("rejected: \u05e9")
+    assert notice["text"].endswith("\u2026")
