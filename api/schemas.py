@@ -60,10 +60,13 @@ class Allocation(BaseModel):
 class Rejection(BaseModel):
     model_config = _STRICT
 
-    reason: StrictStr = Field(min_length=1, max_length=500)
+    # Something to read: a blank reason is refused (the console's form refuses it too).
+    reason: StrictStr = Field(min_length=1, max_length=500, pattern=r"\S")
 
 
 class PaidMark(BaseModel):
     model_config = _STRICT
 
-    reference: StrictStr = Field(min_length=1, max_length=200, examples=["SEPA-2026-03-000123"])
+    reference: StrictStr = Field(
+        min_length=1, max_length=200, pattern=r"\S", examples=["SEPA-2026-03-000123"]
+    )

@@ -600,6 +600,7 @@ def test_a_rejection_moves_no_money_and_lets_the_account_ask_again(
     path = f"/v1/payouts/{payout['payout_id']}/reject"
 
     error_of(client.post(path, json={}, headers=APPROVER), 422)
+    error_of(client.post(path, json={"reason": " \t "}, headers=APPROVER), 422)  # nothing to read
     error_of(client.post(path, json={"reason": "x"}, headers=FINANCE), 403)
     rejected = client.post(path, json={"reason": "trading pattern under review"}, headers=APPROVER)
     assert rejected.status_code == 200, rejected.text
@@ -634,6 +635,7 @@ def test_finance_marks_an_approved_payout_paid_with_its_reference(
     approve(client, payout["payout_id"])
     error_of(client.post(path, json={"reference": "SEPA-1"}, headers=APPROVER), 403)
     error_of(client.post(path, json={}, headers=FINANCE), 422)
+    error_of(client.post(path, json={"reference": "   "}, headers=FINANCE), 422)
 
     started = now()
     paid = client.post(path, json={"reference": "SEPA-2026-03-000123"}, headers=FINANCE)
