@@ -17,7 +17,6 @@ logger = logging.getLogger("propledger")
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/propledger.db"
 MIN_SECRET_BYTES = 32
-_PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "please-change-me"}
 # Placeholders found in tutorials and templates ("your-256-bit-secret" is jwt.io's): a
 # word of theirs at the start of the key or after a separator, or a key in <angle
 # brackets>. Random keys (any alphabet) do not take these shapes but by a fluke no key
@@ -88,12 +87,13 @@ class Settings(BaseSettings):
             # The key is the text without surrounding whitespace, as checked (a Secret made
             # from a file often ends in a newline), and as the key file is read.
             stripped = secret.strip()
-            lowered = stripped.lower()
+            # DESIGN: "a missing or short secret stops start-up"; and a template's
+            # placeholder left in place. Nothing more is guessed about a key's quality
+            # (until 2026-12-07 a key of few distinct characters or starting "secret" was
+            # refused too, which refused keys an operator may well set on purpose).
             weak = (
                 len(stripped.encode()) < MIN_SECRET_BYTES
-                or lowered.startswith(tuple(_PLACEHOLDER_SECRETS))
                 or _PLACEHOLDER_SHAPE.search(stripped) is not None
-                or len(set(stripped)) < 8  # "xxxxxxxx...": long, but no key
             )
             if weak and self.is_production:
                 raise ValueError(

@@ -72,6 +72,18 @@ def test_a_placeholder_jwt_secret_stops_production(secret: str) -> None:
         settings.jwt_secret()
 
 
+@pytest.mark.parametrize("secret", ["x" * 32, "secret-for-the-acceptance-run-0123456789"])
+def test_production_starts_with_any_long_enough_key_that_is_no_template_placeholder(
+    secret: str,
+) -> None:
+    """DESIGN: "outside development a missing or short secret stops start-up"; a key an
+    operator set on purpose is not second-guessed beyond a template's placeholder."""
+    from ledger.config import Settings
+
+    settings = Settings(propledger_env="production", propledger_jwt_secret=secret)
+    assert settings.jwt_secret() == secret
+
+
 def test_the_jwt_secret_is_used_as_checked_without_surrounding_whitespace() -> None:
     from ledger.config import Settings
 
