@@ -79,10 +79,23 @@ def decode_token(secret: str, token: str) -> Principal:
     return principal_from_claims(claims)
 
 
-def principal_from_claims(claims: dict[str, Any]) -> Principal:
+def claimed_roles(claims: dict[str, Any]) -> list[str] | None:
+    """The token's `roles`: a list of strings, or one string of comma-separated roles (as
+    `propledger token --roles` takes them); None when the claim is neither."""
     roles = claims.get("roles")
+    if isinstance(roles, str):
+        return [role.strip() for role in roles.split(",") if role.strip()]
+    if isinstance(roles, list) and all(isinstance(role, str) for role in roles):
+        return roles
+    return None
+
+
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    roles = claimed_roles(claims)
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
-        raise ApiError(401, "invalid_token", "the token's roles claim must be a list of strings")
+        raise ApiError(
+            401, "invalid_token", "the token's roles claim must be a list of strings (or one)"
+        )
     trader_id = claims.get("trader_id")
     if "trader" in roles and not isinstance(trader_id, str):
         raise ApiError(401, "invalid_token", "a trader token needs a trader_id claim")

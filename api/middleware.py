@@ -21,6 +21,7 @@ from typing import Any
 
 import jwt
 
+from api.auth import claimed_roles
 from api.console_auth import COOKIE as CONSOLE_COOKIE
 from api.errors import envelope
 
@@ -136,7 +137,7 @@ class RequestContext:
             if limited or console:
                 client = scope.get("client") or ("unknown", 0)
                 key = f"sub:{sub}" if sub else f"addr:{client[0]}"
-                platform = claims is not None and "platform" in (claims.get("roles") or [])
+                platform = claims is not None and "platform" in (claimed_roles(claims) or [])
                 wait = self.buckets.take(key, platform=platform)
             if wait > 0:
                 retry = str(max(1, int(wait + 0.999)))

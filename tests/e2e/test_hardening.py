@@ -128,6 +128,28 @@ def test_a_token_naming_its_subject_with_text_no_store_can_keep_is_refused_and_c
     assert slow_client.get(f"/v1/programs/{program_id}", headers=auth("admin")).status_code == 404
 
 
+def test_a_roles_claim_written_as_comma_separated_text_names_the_same_roles(
+    slow_client: TestClient,
+) -> None:
+    # As `propledger token --roles a,b` takes them; a hand-made token may write them so.
+    for roles in ("auditor", "finance, auditor"):
+        token = jwt.encode({"sub": "r", "roles": roles, "exp": 4102444800}, SECRET, "HS256")
+        reply = slow_client.get(
+            "/v1/ledger/trial-balance", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert reply.status_code == 200, reply.text
+    token = jwt.encode({"sub": "r", "roles": "platform", "exp": 4102444800}, SECRET, "HS256")
+    refused = slow_client.get(
+        "/v1/ledger/trial-balance", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert_error(refused, 403, "forbidden")
+    token = jwt.encode({"sub": "r", "roles": 7, "exp": 4102444800}, SECRET, "HS256")
+    refused = slow_client.get(
+        "/v1/ledger/trial-balance", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert_error(refused, 401, "invalid_token")
+
+
 def test_propledger_token_refuses_a_subject_the_api_would_refuse() -> None:
     from api.auth import mint_token
 
