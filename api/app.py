@@ -443,7 +443,7 @@ def _routes(app: FastAPI) -> None:
         position = reply.position or await run_in_threadpool(ledger.position)
         payload = {
             **account_state(reply.account),  # JSON-ready already: no second plain()
-            "trade_id": body.trade_id,
+            "trade_id": str(body.trade_id),
             "duplicate": reply.duplicate,
             "position": position,
         }

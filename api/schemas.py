@@ -24,9 +24,11 @@ class PurchaseCreate(BaseModel):
 class TradeCreate(BaseModel):
     model_config = _STRICT
 
-    trade_id: StrictStr = Field(min_length=1, max_length=128)
+    # A platform's ticket number may come as a JSON integer: the same id as its text.
+    trade_id: StrictStr | StrictInt = Field(examples=["T-1001"])
     symbol: StrictStr = Field(min_length=1, max_length=32, examples=["EURUSD"])
-    side: Literal["buy", "sell"]
+    # "buy" or "sell" in any case, or "long" / "short" (the domain reads them).
+    side: StrictStr = Field(max_length=8, examples=["buy"])
     volume: StrictStr | StrictInt | StrictFloat = Field(examples=["1.5"])
     opened_at: StrictStr = Field(max_length=40, examples=["2026-03-02T09:30:00Z"])
     closed_at: StrictStr = Field(max_length=40, examples=["2026-03-02T11:05:00+01:00"])

@@ -14,6 +14,7 @@ from domain.errors import InvalidInput
 from domain.money import Money, parse_decimal
 
 SIDES = ("buy", "sell")
+_SIDE_SPELLINGS = {"buy": "buy", "sell": "sell", "long": "buy", "short": "sell"}
 TRADE_FIELDS = (
     "trade_id", "symbol", "side", "volume", "opened_at", "closed_at",
     "profit", "commission", "swap",
@@ -99,6 +100,10 @@ class Trade:
                 details={"fields": unknown},
             )
         trade_id = data.get("trade_id")
+        if type(trade_id) is int and trade_id >= 0:
+            # A platform's ticket number (MT5 writes them as integers): the same trade as
+            # its decimal text.
+            trade_id = str(trade_id)
         if not isinstance(trade_id, str) or not _TRADE_ID_PATTERN.match(trade_id):
             raise InvalidInput(
                 "trade_id must be 1-128 characters of letters, digits and ._:/#-",
@@ -115,9 +120,14 @@ class Trade:
             )
         side = data.get("side")
         if side not in SIDES:
-            raise InvalidInput(
-                "side must be 'buy' or 'sell'", code="invalid_side", details={"field": "side"}
-            )
+            # Bridges write it "BUY", "Sell", "long": the same two sides.
+            side = _SIDE_SPELLINGS.get(side.strip().lower()) if isinstance(side, str) else None
+            if side is None:
+                raise InvalidInput(
+                    "side must be 'buy' or 'sell' (any case; 'long' and 'short' too)",
+                    code="invalid_side",
+                    details={"field": "side"},
+                )
         volume = _volume(data.get("volume"))
         opened_at = parse_timestamp(data.get("opened_at"), field="opened_at")
         closed_at = parse_timestamp(data.get("closed_at"), field="closed_at")

@@ -974,7 +974,13 @@ class PropLedger(Application[UUID]):
             account_key, canonical = key
             trade_body = {key: value for key, value in item.items() if key != "account_id"}
             raw_trade_id = trade_body.get("trade_id")
-            trade_id = raw_trade_id if isinstance(raw_trade_id, str) else None
+            trade_id = (
+                str(raw_trade_id)  # a ticket number written as an integer (Trade.parse)
+                if type(raw_trade_id) is int and raw_trade_id >= 0
+                else raw_trade_id
+                if isinstance(raw_trade_id, str)
+                else None
+            )
             if not account_key:
                 error = InvalidInput(
                     "account_id is required: the id of the account the trade belongs to",

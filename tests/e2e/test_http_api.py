@@ -386,8 +386,9 @@ def test_a_token_whose_sub_spells_another_tokens_scope_gets_no_replay(
 
     assert response.status_code in (401, 403), response.text
     assert response.headers.get("idempotent-replayed") is None
-    if roles != []:
-        # A token every route refuses with 401 is refused so before its key is judged.
+    if roles is None:
+        # A token every route refuses with 401 is refused so before its key is judged
+        # (a roles string names roles, as a list does: "x" is a role no route admits).
         overlong = client.post(
             "/v1/purchases", json=body, headers={**forged, "Idempotency-Key": "k" * 10_000}
         )
@@ -468,6 +469,30 @@ def test_a_bad_purchase_is_refused_and_opens_nothing(
 
 
 # Trades -----------------------------------------------------------------------------
+
+
+def test_a_ticket_number_and_a_side_as_bridges_write_them_are_read_as_the_same_trade(
+    client: TestClient, program_id: str
+) -> None:
+    """MT5 writes ticket numbers as integers and sides as "BUY"/"SELL": the same trade as
+    the text "88001" with side "buy", single or batched (contract audit)."""
+    account_id = open_account(client, program_id)["account_id"]
+    as_bridge = {**trade_body("x", profit="10.00"), "trade_id": 88001, "side": "BUY"}
+    created = post_trade(client, account_id, as_bridge)
+    assert created.status_code == 201, created.text
+    assert created.json()["trade_id"] == "88001"
+    again = post_trade(client, account_id, {**as_bridge, "trade_id": "88001", "side": "buy"})
+    assert (again.status_code, again.json()["duplicate"]) == (200, True)
+    batch = client.post(
+        "/v1/trades:batch",
+        json={"trades": [{**as_bridge, "account_id": account_id, "side": "long"}]},
+        headers=PLATFORM,
+    )
+    assert batch.status_code == 200, batch.text
+    (result,) = batch.json()["results"]
+    assert (result["trade_id"], result["result"]) == ("88001", "duplicate")
+    refused = post_trade(client, account_id, {**as_bridge, "trade_id": 88002, "side": "up"})
+    assert_error(refused, 422, "invalid_side")
 
 
 def test_a_trade_is_created_and_its_duplicate_answers_the_current_state(
@@ -602,7 +627,7 @@ BAD_TRADES: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], int]] = 
     "negative volume": (_with(volume="-1.5"), 422),
     "unknown symbol format": (_with(symbol="EUR USD!"), 422),
     "empty symbol": (_with(symbol=""), 422),
-    "unknown side": (_with(side="long"), 422),
+    "unknown side": (_with(side="sideways"), 422),
     "closed_at before opened_at": (
         _with(opened_at="2026-03-02T12:00:00Z", closed_at="2026-03-02T11:59:59Z"),
         422,

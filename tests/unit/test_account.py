@@ -557,14 +557,28 @@ def test_an_unknown_field_is_refused() -> None:
     assert caught.value.details == {"fields": ["comment", "magic"]}
 
 
-@pytest.mark.parametrize("side", ["long", "BUY", "", None])
+@pytest.mark.parametrize("side", ["sideways", "", None, 1, "b"])
 def test_a_side_other_than_buy_or_sell_is_refused(side: object) -> None:
     assert refusal_code(side=side) == "invalid_side"
 
 
-@pytest.mark.parametrize("trade_id", ["", " t1", "t 1", None, 7, "x" * 129])
+@pytest.mark.parametrize(
+    ("side", "read"), [("BUY", "buy"), (" Sell ", "sell"), ("long", "buy"), ("SHORT", "sell")]
+)
+def test_a_side_is_read_in_any_case_and_long_or_short_name_buy_or_sell(
+    side: str, read: str
+) -> None:
+    assert parse_with(side=side).side == read
+
+
+@pytest.mark.parametrize("trade_id", ["", " t1", "t 1", None, -7, True, 1.5, "x" * 129])
 def test_a_malformed_trade_id_is_refused(trade_id: object) -> None:
     assert refusal_code(trade_id=trade_id) == "invalid_trade_id"
+
+
+def test_a_ticket_number_written_as_an_integer_is_the_same_trade_as_its_text() -> None:
+    assert parse_with(trade_id=123456).trade_id == "123456"
+    assert parse_with(trade_id=123456).fingerprint == parse_with(trade_id="123456").fingerprint
 
 
 def test_a_trade_that_is_not_an_object_is_refused() -> None:
