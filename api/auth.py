@@ -38,6 +38,8 @@ class Principal:
     sub: str
     roles: frozenset[str]
     trader_id: str | None
+    # The token's `exp` (seconds since the epoch): a stream opened with it ends then.
+    expires_at: float | None = None
 
     def has_any(self, roles: tuple[str, ...]) -> bool:
         return bool(self.roles.intersection(roles))
@@ -108,6 +110,7 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         sub=claims["sub"],
         roles=frozenset(role for role in roles if role in ROLES),
         trader_id=trader_id if isinstance(trader_id, str) else None,
+        expires_at=float(exp) if isinstance(exp := claims.get("exp"), int | float) else None,
     )
 
 

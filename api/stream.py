@@ -30,6 +30,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ MAX_TYPES = 50
 # WebSocket close codes: 4000 + the HTTP status an SSE request would get.
 CLOSE_SLOW_CONSUMER = 4408
 CLOSE_UNAVAILABLE = 1011
+CLOSE_TOKEN_EXPIRED = 4401
 
 
 def _event_names(aggregate: type) -> frozenset[str]:
@@ -224,7 +226,8 @@ def _parse_position(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
     text = value.strip()
-    if not text.isdigit() or len(text) > 18:
+    # ASCII digits only: str.isdigit() admits "²" and "①", which int() refuses (a 500).
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ApiError(422, "invalid_position", f"{name} must be a log position (an integer >= 0)")
     return int(text)
 
@@ -306,6 +309,17 @@ def _stream_request(
         journal=bool(principal.roles & JOURNAL_ROLES),
     )
     owner = hub.owners.of(account) if account is not None else None
+    if owner is not None and owner.account_id != str(account):
+        owner = None  # a payout's id names its account's stream, not an account
+    if position is not None and position > (head := hub.ledger.position()):
+        # No event this log sent has that position: resuming there would skip, silently,
+        # every event up to it.
+        raise ApiError(
+            422,
+            "invalid_position",
+            f"position {position} is past the log's end ({head})",
+            {"position": position, "log_position": head},
+        )
     if principal.is_only_trader:
         own = principal.trader_id
         if filters.trader_id is not None and filters.trader_id != own:
@@ -421,6 +435,11 @@ UNAVAILABLE = Ending(
     "the event log cannot be read right now; reconnect with after=resume_after",
     CLOSE_UNAVAILABLE,
 )
+TOKEN_EXPIRED = Ending(
+    "token_expired",
+    "the token has expired; reconnect with a new token and after=resume_after",
+    CLOSE_TOKEN_EXPIRED,
+)
 
 
 class Transport(Protocol):
@@ -454,6 +473,8 @@ class StreamSession:
     scanned: int = 0
     ending: Ending | None = None
     aborted: bool = False
+    # The token's `exp`: the stream ends then, as a REST request would be refused.
+    expires_at: float | None = None
     queue: asyncio.Queue[Outgoing] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -469,11 +490,18 @@ class StreamSession:
         async with anyio.create_task_group() as group:
             group.start_soon(self._read, group)
             group.start_soon(self._watch_client, transport, group)
+            if self.expires_at is not None:
+                group.start_soon(self._expire, self.expires_at, group)
             try:
                 await self._write(transport)
             except _CLIENT_GONE as error:
                 logger.debug("stream: the client went away mid-send: %r", error)
             group.cancel_scope.cancel()
+
+    async def _expire(self, at: float, group: TaskGroup) -> None:
+        await anyio.sleep(max(0.0, at - time.time()))
+        if self.ending is None:
+            await self._end(TOKEN_EXPIRED, group)
 
     async def _watch_client(self, transport: Transport, group: TaskGroup) -> None:
         try:
@@ -718,7 +746,7 @@ class StreamHub:
         else:  # live: from the log's end now
             start = int(await anyio.to_thread.run_sync(self.ledger.position))
         self.claim()
-        return StreamSession(self, request.filters, start)
+        return StreamSession(self, request.filters, start, expires_at=principal.expires_at)
 
 
 class EventStreamResponse(Response):

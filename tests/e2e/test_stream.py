@@ -291,6 +291,46 @@ def test_a_slow_sse_client_is_cut_off_and_resumes_without_a_gap(
     assert got == [item["trade_id"] for item in trades]
 
 
+def test_a_stream_ends_when_its_token_expires_and_resumes_with_a_new_one(
+    client: TestClient, program_id: str
+) -> None:
+    """A REST request with the token is refused from its `exp` on; so is the stream then
+    (it went on for ever: stream audit): a cutoff `token_expired` with the position to
+    resume after, over SSE, and on a WebSocket that message and close code 4401."""
+    import jwt
+
+    from tests.support import SECRET
+
+    def expiring(seconds: float) -> str:
+        claims = {"sub": "short", "roles": ["auditor"], "exp": int(time.time() + seconds)}
+        return str(jwt.encode(claims, SECRET, algorithm="HS256"))
+
+    account_id = open_account(client, program_id)
+    headers = {"Authorization": f"Bearer {expiring(2)}"}
+    with stream(client, f"account_id={account_id}&after=0", headers) as response:
+        sse = SSE(response)
+        assert sse.events(1)[0]["type"] == "Opened"
+        deadline = time.monotonic() + READ_SECONDS  # heartbeats come every 0.2 s
+        while (block := sse.block()) is not None and block.get("event") != "cutoff":
+            assert time.monotonic() < deadline, "the stream outlived its token"
+        assert block is not None, "the stream ended without a cutoff message"
+        cutoff = json.loads(block["data"])
+        assert (cutoff["code"], cutoff["resume_after"]) == ("token_expired", int(block["id"]))
+        assert sse.block() is None
+
+    url = f"/v1/stream?token={expiring(2)}&account_id={account_id}&after=0"
+    with client.websocket_connect(url) as ws:
+        message = json.loads(ws.receive_text())
+        deadline = time.monotonic() + READ_SECONDS
+        while message["kind"] != "cutoff":
+            assert time.monotonic() < deadline, "the stream outlived its token"
+            message = json.loads(ws.receive_text())
+        assert message["code"] == "token_expired"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+    assert closed.value.code == 4401
+
+
 def test_a_trader_without_filters_streams_only_their_own_accounts(
     client: TestClient, program_id: str
 ) -> None:
@@ -344,6 +384,13 @@ def test_stream_requests_are_authenticated_and_validated(
     types = client.get("/v1/stream?types=TradeClosed,Nope", headers=AUDITOR)
     assert_error(types, 422, "invalid_types")
     assert_error(client.get("/v1/stream?after=-1", headers=AUDITOR), 422, "invalid_position")
+    # Digits int() refuses ("²" passed str.isdigit(): a 500), and a position past the
+    # log's end (resuming there would skip every event up to it, silently).
+    for odd in ("\u00b2", "\u2460", "99999999"):
+        refused = client.get("/v1/stream", params={"after": odd}, headers=AUDITOR)
+        assert_error(refused, 422, "invalid_position")
+    refusal, code = ws_refusal(client, ws_url("after=%C2%B2"))
+    assert (refusal["error"]["code"], code) == ("invalid_position", 4422)
     unknown = "00000000-0000-4000-8000-000000000000"
     assert_error(client.get(f"/v1/stream?account_id={unknown}", headers=AUDITOR), 404)
     assert_error(client.get(f"/v1/stream?trader_id={uid()}", headers=AUDITOR), 404)
@@ -499,6 +546,10 @@ def test_payout_events_stream_to_their_trader(client: TestClient, hub: StreamHub
     assert {event["account_id"] for event in events} == {funded_id}
     assert {event["trader_id"] for event in events} == {alice}
     assert events[0]["payout_id"] == events[1]["payout_id"] == payout_id
+
+    # A payout's id is not an account's (its stream is the payout's): 404, as REST.
+    refused = client.get(f"/v1/stream?account_id={payout_id}", headers=AUDITOR)
+    assert_error(refused, 404, "unknown_account")
 
     # A server that has not seen the payout's first event finds its owner in the store.
     hub.owners = Owners(hub.ledger)
