@@ -168,6 +168,9 @@ class TradingAccount(Aggregate):
             assert isinstance(aggregate, TradingAccount)
             aggregate.status = PASSED
             aggregate.passed_at = self.at
+            # A late trade can pass the phase: the account's clock is then past its
+            # closed_at, and the next account opens at the clock, not at the trade.
+            aggregate.passed_activity_at = aggregate.activity_at or self.at
             aggregate.next_account_id = self.next_account_id
 
     class Suspended(Aggregate.Event):
@@ -221,7 +224,6 @@ class TradingAccount(Aggregate):
             aggregate.pending_payout_id = None
             aggregate.approved_payouts += 1
             aggregate.last_payout_at = self.at
-            aggregate.last_payout_activity_at = aggregate.activity_at
 
     def __init__(
         self,
@@ -251,9 +253,9 @@ class TradingAccount(Aggregate):
         self.pending_payout_id: str | None = None
         self.approved_payouts = 0
         self.last_payout_at: datetime | None = None
-        # The account's newest trade or mark when its last payout was approved (its own
-        # clock, for the payout interval; see `Eligibility`).
-        self.last_payout_activity_at: datetime | None = None
+        # The account's own clock (its newest trade or mark) when it passed: where the
+        # next account opened on that clock (for the first payout's days; `Eligibility`).
+        self.passed_activity_at: datetime | None = None
         # trade_id -> (account version that recorded it, content fingerprint)
         self.trades = {}
         # Every equity mark recorded, as `mark_key`s (a dict for its order): a bridge
@@ -333,7 +335,7 @@ class TradingAccount(Aggregate):
             "pending_payout_id": self.pending_payout_id,
             "approved_payouts": self.approved_payouts,
             "last_payout_at": self.last_payout_at,
-            "last_payout_activity_at": self.last_payout_activity_at,
+            "passed_activity_at": self.passed_activity_at,
             "trade_log": self._trade_log_text(),
             "mark_log": "\n".join(self.marks),
             "created_on": self.created_on,
@@ -378,7 +380,9 @@ class TradingAccount(Aggregate):
             pending_payout_id=data["pending_payout_id"],
             approved_payouts=data["approved_payouts"],
             last_payout_at=data["last_payout_at"],
-            last_payout_activity_at=data["last_payout_activity_at"],
+            # .get: a snapshot written by a process from before it (a rolling deploy;
+            # migration 0011 dropped the older ones) still loads.
+            passed_activity_at=data.get("passed_activity_at", data["passed_at"]),
         )
         mark_log = str(data.get("mark_log") or "")
         account.marks = dict.fromkeys(mark_log.split("\n")) if mark_log else {}
@@ -556,7 +560,6 @@ class TradingAccount(Aggregate):
             now=now,
             activity_at=self.activity_at,
             opened_activity_at=opened_activity_at,
-            last_approved_activity_at=self.last_payout_activity_at,
         )
 
     @property

@@ -63,12 +63,11 @@ class Eligibility:
     payout_interval_days: int
     now: datetime
     # The account's own clock, as the rules' days are (DESIGN: "not the wall clock:
-    # bridges replay history"): its newest trade or mark, the instant the funded account
-    # opened on that clock (the pass that opened it), and the account's newest trade or
-    # mark when its last payout was approved. None where unknown.
+    # bridges replay history"): its newest trade or mark, and the instant the account
+    # opened on that clock (the clock of the account whose pass opened it). None where
+    # unknown.
     activity_at: datetime | None = None
     opened_activity_at: datetime | None = None
-    last_approved_activity_at: datetime | None = None
 
     def reasons(self) -> list[str]:
         """Every failed condition, in the order DESIGN.md lists them."""
@@ -98,18 +97,20 @@ class Eligibility:
         return self.last_approved_at + relativedelta(days=self.payout_interval_days)
 
     def too_early(self) -> bool:
-        """Too early on both clocks: the days have passed neither on the ledger's clock
-        (a live firm) nor on the account's own (a bridge replaying weeks of trades in a
-        minute has traded through them)."""
+        """The first payout's days count on two clocks, and have passed when they have on
+        either: the ledger's (a live firm) or the account's own (a bridge replaying weeks
+        of trades in a minute has traded through them), never ahead of the ledger's (a
+        trade or mark dated in the future moves no payout). The interval after an
+        approval counts on the ledger's clock only: an approval is an act of now, not a
+        moment of the account's history, and its own clock may have stood still for
+        weeks before it."""
         if self.now >= self.earliest():
             return False
-        if self.last_approved_at is None:
-            since, days = self.opened_activity_at, self.first_payout_after_days
-        else:
-            since, days = self.last_approved_activity_at, self.payout_interval_days
-        if since is None or self.activity_at is None:
+        since = self.opened_activity_at
+        if self.last_approved_at is not None or since is None or self.activity_at is None:
             return True
-        return self.activity_at < since + relativedelta(days=days)
+        reached = min(self.activity_at, self.now)
+        return reached < since + relativedelta(days=self.first_payout_after_days)
 
 
 @dataclass(frozen=True, slots=True)

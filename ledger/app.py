@@ -759,11 +759,11 @@ class PropLedger(Application[UUID]):
         return self._retrying(command)
 
     def opened_activity_at(self, account: TradingAccount) -> datetime | None:
-        """When `account` opened on the accounts' own clock: the `closed_at` of the trade
-        that passed the phase before it (None for a first phase, opened by a purchase)."""
+        """When `account` opened on the accounts' own clock: the clock of the account
+        whose pass opened it, at the pass (None for a first phase, opened by a purchase)."""
         if account.previous_account_id is None:
             return None
-        return self.account(account.previous_account_id).passed_at
+        return self.account(account.previous_account_id).passed_activity_at
 
     def _fee_kept(self, account: TradingAccount) -> Money | None:
         """What the firm kept of the payment that bought this account's challenge (its

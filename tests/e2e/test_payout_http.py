@@ -385,8 +385,10 @@ def test_a_bridge_replaying_weeks_of_history_reaches_the_payout_days_with_its_tr
     client: TestClient,
 ) -> None:
     """DESIGN's example terms (14 days to the first payout, 14 between payouts) on a history
-    replayed in a second: the days count on the account's own clock (its trades and marks,
-    as the rules' days do) as well as on the ledger's, whichever passed them first."""
+    replayed in a second: the first payout's days count on the account's own clock (its
+    trades and marks, as the rules' days do) as well as on the ledger's, whichever passed
+    them first; the interval after an approval on the ledger's clock only (an approval is
+    an act of now)."""
     body = program_body()
     body["funded"] |= {"first_payout_after_days": 14, "payout_interval_days": 14}
     assert client.post("/v1/programs", json=body, headers=ADMIN).status_code == 201
@@ -420,11 +422,23 @@ def test_a_bridge_replaying_weeks_of_history_reaches_the_payout_days_with_its_tr
     assert payout["profit"] == "1000.00"
     approve(client, payout["payout_id"])
 
-    at(funded, "2025-02-02T10:00:00Z", "300.00")  # 13 days after the approved payout's
+    at(funded, "2025-02-03T10:00:00Z", "300.00")  # 14 days on its clock, seconds on ours
     refused = client.post(f"/v1/accounts/{funded}/payouts", headers=who)
     assert error_of(refused, 422)["details"]["reasons"] == ["too_early"]
-    at(funded, "2025-02-03T10:00:00Z", "0.00")
-    assert request_payout(client, funded, who)["profit"] == "300.00"
+
+    # A late trade that passes the phase: the funded account opens at the phase's clock
+    # (06-20), not at that trade's closed_at (06-01), so a trade of 06-21 is a day on.
+    late_trader = uid("trader-")
+    phase = phase_account(client, str(body["program_id"]), late_trader)
+    at(phase, "2025-06-20T10:00:00Z", "500.00")
+    late_pass = at(phase, "2025-06-01T10:00:00Z", "600.00")
+    assert late_pass["status"] == "passed"
+    late_funded = str(late_pass["next_account_id"])
+    at(late_funded, "2025-06-21T10:00:00Z", "1000.00")
+    refused = client.post(
+        f"/v1/accounts/{late_funded}/payouts", headers=trader_headers(late_trader)
+    )
+    assert error_of(refused, 422)["details"]["reasons"] == ["too_early"]
 
 
 # Approving -----------------------------------------------------------------------------------

@@ -236,22 +236,23 @@ def test_migration_9_drops_snapshots_taken_without_the_accounts_marks(url: str) 
         ledger.close()
 
 
-def test_migration_11_drops_snapshots_taken_without_the_payout_clock(url: str) -> None:
-    """0011: snapshots now keep the account's own clock at its last approved payout
-    (`last_payout_activity_at`); one taken before cannot be loaded without it."""
+def test_migration_11_drops_snapshots_taken_without_the_pass_clock(url: str) -> None:
+    """0011: snapshots now keep the account's own clock when it passed
+    (`passed_activity_at`); one taken before would open the next account's first payout
+    days at the passing trade, not at the clock."""
     ledger, account_id = _long_account(url)
     try:
 
         def older(state: bytes) -> bytes:
             data = json.loads(state)
-            del data["state"]["last_payout_activity_at"]
+            del data["state"]["passed_activity_at"]
             return json.dumps(data).encode()
 
         _edit_snapshot(url, account_id, older)
         assert ledger.snapshots is not None
         assert list(ledger.snapshots.get(UUID(account_id)))
         _forget_migration(url, 11)
-        assert migrate(url) == ["0011_snapshots_remember_payout_clock"]
+        assert migrate(url) == ["0011_snapshots_remember_the_pass_clock"]
         assert list(ledger.snapshots.get(UUID(account_id))) == []
     finally:
         ledger.close()

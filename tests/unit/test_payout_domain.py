@@ -577,23 +577,54 @@ def test_the_first_payout_days_count_on_the_accounts_own_clock_too() -> None:
     assert split.profit == usd("1000.00")
 
 
-def test_the_payout_interval_counts_on_the_accounts_own_clock_from_the_approval() -> None:
+def test_the_account_clock_counts_no_further_than_the_ledgers() -> None:
+    """A trade or mark dated in the future moves no payout forward."""
+    account = open_account()
+    opened = days_after_opening(account, 0)
+    now = opened + timedelta(hours=1)
+    close(account, "1000.00", day="2026-03-02")
+    future = now + relativedelta(days=30)
+    account.mark_equity(usd("101000.00"), future)
+    passed_at = now - relativedelta(days=1)  # funded a day ago on its clock
+    reasons = account.payout_eligibility(
+        now=now, trader_suspended=False, opened_activity_at=passed_at
+    ).reasons()
+    assert reasons == ["too_early"]
+
+
+def test_the_payout_interval_counts_on_the_ledgers_clock_however_long_the_account_idled() -> None:
+    """Approved after the account stood still for weeks, the next payout still waits
+    payout_interval_days from the approval: a trade dated now is 14 days past the account's
+    clock at the approval, yet no time has passed since it (found by an audit: the second
+    payout came 30 ms after the first)."""
     account = open_account(first_payout_after_days=0, payout_interval_days=14)
-    close(account, "1000.00", day="2026-03-02")  # its clock: 2026-03-02 10:00
+    close(account, "1000.00", day="2026-03-02")
     now = days_after_opening(account, 0) + timedelta(hours=1)
     payout_id, split = request(account, now)
     approve_on_account(account, payout_id, split, now)
-    assert account.last_payout_activity_at == datetime.fromisoformat("2026-03-02T10:00:00+00:00")
-    close(account, "600.00", day="2026-03-15")  # 13 days on its clock
-    assert market_refusal(account, now) == ["too_early"]
-    close(account, "0.00", day="2026-03-16")  # 14 days
-    assert market_refusal(account, now) == []
-    # A snapshot keeps the approval's instant on the account's clock.
-    restored = TradingAccount.from_snapshot_state(
-        account.id, account.version, account.snapshot_state()
+    close(account, "600.00", day="2026-03-20")  # 18 days on its clock
+    assert market_refusal(account, now + timedelta(seconds=1)) == ["too_early"]
+    assert market_refusal(account, now + relativedelta(days=14)) == []
+
+
+def test_a_phase_passed_by_a_late_trade_opens_the_next_account_at_its_clock() -> None:
+    """The passing trade closed on 06-01, after one of 06-20 was recorded: the funded
+    account opens on 06-20 of the accounts' clock, not on 06-01 (audit: its first payout
+    came due at once)."""
+    phase = TradingAccount.open(
+        account_id=uuid4(),
+        trader_id="trader-1",
+        program=ProgramDefinition.parse(program()),
+        program_version=1,
+        stage="phase-1",
     )
-    assert restored.last_payout_activity_at == account.last_payout_activity_at
-    assert market_refusal(restored, now) == []
+    close(phase, "5000.00", day="2026-06-20")
+    close(phase, "6000.00", day="2026-06-01")  # late, and the 10 % target is reached
+    assert phase.status == "passed"
+    assert phase.passed_at == datetime.fromisoformat("2026-06-01T10:00:00+00:00")
+    assert phase.passed_activity_at == datetime.fromisoformat("2026-06-20T10:00:00+00:00")
+    restored = TradingAccount.from_snapshot_state(phase.id, phase.version, phase.snapshot_state())
+    assert restored.passed_activity_at == phase.passed_activity_at
 
 
 def test_a_rejected_payout_does_not_restart_the_interval() -> None:
