@@ -101,11 +101,12 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     trader_id = claims.get("trader_id")
     if "trader" in roles and not isinstance(trader_id, str):
         raise ApiError(401, "invalid_token", "a trader token needs a trader_id claim")
-    for name in ("sub", "trader_id"):
-        if name in claims:
-            problem = name_problem(claims[name])
-            if problem:
-                raise ApiError(401, "invalid_token", f"the token's {name} claim {problem}")
+    if "trader" not in roles and trader_id in (None, ""):
+        trader_id = None  # a staff token's empty trader_id claim: no trader
+    for name, value in (("sub", claims["sub"]), ("trader_id", trader_id)):
+        problem = None if name == "trader_id" and value is None else name_problem(value)
+        if problem:
+            raise ApiError(401, "invalid_token", f"the token's {name} claim {problem}")
     return Principal(
         sub=claims["sub"],
         roles=frozenset(role for role in roles if role in ROLES),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -283,6 +284,7 @@ def payout_report(
 # A cell a spreadsheet would read as a formula (OWASP "CSV injection"): text from outside
 # (a trader id from Stripe metadata, a token's sub, a bank reference) can start so.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?\Z")
 
 
 def _cell(value: Any) -> Any:
@@ -290,7 +292,7 @@ def _cell(value: Any) -> Any:
     a leading apostrophe, numbers ("-5.00") excepted."""
     if not isinstance(value, str) or not value.startswith(_FORMULA_START):
         return value
-    if value[1:2].isdigit() and value.startswith(("-", "+")):
+    if _NUMBER.match(value):
         return value
     return "'" + value
 

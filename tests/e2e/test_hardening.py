@@ -128,6 +128,20 @@ def test_a_token_naming_its_subject_with_text_no_store_can_keep_is_refused_and_c
     assert slow_client.get(f"/v1/programs/{program_id}", headers=auth("admin")).status_code == 404
 
 
+@pytest.mark.parametrize("trader_id", [None, ""])
+def test_a_staff_tokens_empty_trader_id_claim_names_no_trader(
+    slow_client: TestClient, trader_id: str | None
+) -> None:
+    # Identity providers and test helpers write null claims for staff (an audit found these
+    # refused 401 for a moment).
+    claims = {"sub": "fin-9", "roles": ["finance"], "trader_id": trader_id, "exp": 4102444800}
+    token = jwt.encode(claims, SECRET, "HS256")
+    reply = slow_client.get(
+        "/v1/ledger/trial-balance", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert reply.status_code == 200, reply.text
+
+
 def test_a_roles_claim_written_as_comma_separated_text_names_the_same_roles(
     slow_client: TestClient,
 ) -> None:

@@ -16,6 +16,8 @@ from projections.payouts import _cell
         ("@SUM(A1)", "'@SUM(A1)"),
         ("\tx", "'\tx"),
         ("-5.00", "-5.00"),  # a number stays a number
+        ("-1+SUM(1,2)", "'-1+SUM(1,2)"),  # starts like a number, is a formula
+        ("+1-cmd|' -C calc'!A0", "'+1-cmd|' -C calc'!A0"),
         ("+3", "+3"),
         ("trader-1", "trader-1"),
         ("540.00", "540.00"),
