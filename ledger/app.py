@@ -765,6 +765,29 @@ class PropLedger(Application[UUID]):
             return None
         return self.account(account.previous_account_id).passed_activity_at
 
+    def _kept_of_wallet_purchase(self, first: TradingAccount, paid: Money) -> Money:
+        """A wallet purchase's amount less its share of what the wallet owes (below zero:
+        a deposit refunded after it was spent). The wallet is one pot, so what it owes is
+        charged to its purchases in that currency oldest first, each up to its amount:
+        one refunded deposit of 540.00 behind two purchases of 540.00 takes one fee refund,
+        not both (an audit found both taken)."""
+        trader = self.trader(first.trader_id)
+        owed = -trader.wallet_balance(paid.currency).amount
+        if owed <= 0:
+            return paid
+        for account_id in trader.account_ids:
+            bought = first if account_id == str(first.id) else self.account(account_id)
+            purchase = bought.purchase or {}
+            if purchase.get("method") != "wallet" or purchase.get("currency") != paid.currency:
+                continue
+            charged = min(owed, Decimal(str(purchase["amount"])))
+            if bought is first:
+                return paid - Money(charged, paid.currency)
+            owed -= charged
+            if owed <= 0:
+                return paid
+        return paid
+
     def _fee_kept(self, account: TradingAccount) -> Money | None:
         """What the firm kept of the payment that bought this account's challenge (its
         first phase's purchase): the amount paid, less refunds and chargebacks for a
@@ -780,8 +803,7 @@ class PropLedger(Application[UUID]):
             return None
         paid = Money(Decimal(str(purchase["amount"])), str(purchase["currency"]))
         if purchase.get("method") == "wallet":
-            owed = self.trader(first.trader_id).wallet_balance(paid.currency)
-            return paid + owed if owed.amount < 0 else paid
+            return self._kept_of_wallet_purchase(first, paid)
         purchase_id = str(purchase.get("purchase_id") or "")
         if purchase.get("method") != "processor" or not purchase_id.startswith(
             PROCESSOR_PURCHASE_PREFIX

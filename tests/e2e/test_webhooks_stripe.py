@@ -1143,6 +1143,43 @@ def test_a_challenge_paid_from_a_deposit_refunded_since_gives_back_only_what_was
     assert asked.json()["fee_refund"] == fee_back
 
 
+def test_what_a_wallet_owes_is_charged_to_its_purchases_oldest_first_once(
+    client: TestClient,
+) -> None:
+    """Two deposits of 540.00, two challenges bought from the wallet, one deposit refunded:
+    the wallet owes 540.00, charged once, to the older purchase. Its first payout gives no
+    fee back, the other's the whole fee (an audit found both given nothing)."""
+    program_id = quick_payout_program(client)
+    trader_id = uid("trader-")
+    deposits = [deposit(trader_id, 54000) for _ in range(2)]
+    for money_in in deposits:
+        delivered(client, money_in.checkout_completed())
+    accounts = []
+    for _ in range(2):
+        bought = client.post(
+            "/v1/purchases",
+            json=purchase_body(program_id, trader_id=trader_id, method="wallet"),
+            headers=FINANCE,
+        )
+        assert bought.status_code == 201, bought.text
+        accounts.append(bought.json()["account_id"])
+    delivered(client, deposits[1].refunded(54000))
+    platform = auth("platform", sub="bridge")
+    fees = []
+    for phase_id in accounts:
+        passed = client.post(
+            f"/v1/accounts/{phase_id}/trades", json=trade_body(profit="1000.00"), headers=platform
+        ).json()
+        funded_id = passed["next_account_id"]
+        client.post(
+            f"/v1/accounts/{funded_id}/trades", json=trade_body(profit="1000.00"), headers=platform
+        )
+        asked = client.post(f"/v1/accounts/{funded_id}/payouts", headers=auth("finance", sub="f"))
+        assert asked.status_code == 201, asked.text
+        fees.append(asked.json()["fee_refund"])
+    assert fees == ["0.00", "540.00"]
+
+
 @pytest.mark.parametrize("refunded_cents", [54000, 30000])
 def test_a_fee_refunded_at_stripe_after_the_payout_was_requested_stops_its_approval(
     client: TestClient, refunded_cents: int
