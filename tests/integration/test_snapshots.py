@@ -215,44 +215,34 @@ def test_the_rules_change_of_migration_8_drops_snapshots_taken_before_it(url: st
         ledger.close()
 
 
-def test_migration_9_drops_snapshots_taken_without_the_accounts_marks(url: str) -> None:
-    """0009: snapshots now keep every equity mark (`mark_log`) so a mark sent again is
-    found; one taken before would load an account that forgot its marks."""
+@pytest.mark.parametrize(
+    ("version", "missing", "name"),
+    [
+        # 0009: snapshots keep every equity mark (`mark_log`), so a mark sent again is
+        # found; one taken before would load an account that forgot its marks.
+        (9, "mark_log", "0009_snapshots_remember_marks"),
+        # 0011: snapshots keep the account's clock when it passed (`passed_activity_at`);
+        # one taken before would open the next account's first payout days at the passing
+        # trade, not at the clock.
+        (11, "passed_activity_at", "0011_snapshots_remember_the_pass_clock"),
+    ],
+)
+def test_a_migration_drops_snapshots_taken_without_what_accounts_now_keep(
+    url: str, version: int, missing: str, name: str
+) -> None:
     ledger, account_id = _long_account(url)
     try:
 
         def older(state: bytes) -> bytes:
             data = json.loads(state)
-            del data["state"]["mark_log"]
+            del data["state"][missing]
             return json.dumps(data).encode()
 
         _edit_snapshot(url, account_id, older)
         assert ledger.snapshots is not None
         assert list(ledger.snapshots.get(UUID(account_id)))
-        _forget_migration(url, 9)
-        assert migrate(url) == ["0009_snapshots_remember_marks"]
-        assert list(ledger.snapshots.get(UUID(account_id))) == []
-    finally:
-        ledger.close()
-
-
-def test_migration_11_drops_snapshots_taken_without_the_pass_clock(url: str) -> None:
-    """0011: snapshots now keep the account's own clock when it passed
-    (`passed_activity_at`); one taken before would open the next account's first payout
-    days at the passing trade, not at the clock."""
-    ledger, account_id = _long_account(url)
-    try:
-
-        def older(state: bytes) -> bytes:
-            data = json.loads(state)
-            del data["state"]["passed_activity_at"]
-            return json.dumps(data).encode()
-
-        _edit_snapshot(url, account_id, older)
-        assert ledger.snapshots is not None
-        assert list(ledger.snapshots.get(UUID(account_id)))
-        _forget_migration(url, 11)
-        assert migrate(url) == ["0011_snapshots_remember_the_pass_clock"]
+        _forget_migration(url, version)
+        assert migrate(url) == [name]
         assert list(ledger.snapshots.get(UUID(account_id))) == []
     finally:
         ledger.close()

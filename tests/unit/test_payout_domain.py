@@ -355,6 +355,19 @@ def test_a_fee_in_euros_on_a_usd_account_is_refunded_in_euros_beside_the_usd_sha
     }
 
 
+def requested_payout(split: Breakdown, at: datetime) -> Payout:
+    """Trader 9's payout of `split`, requested by alice at `at`."""
+    return Payout.request(
+        payout_id=uuid4(),
+        account_id=str(uuid4()),
+        trader_id="trader-9",
+        program_id="p",
+        split=split,
+        requested_by="alice",
+        requested_at=at,
+    )
+
+
 def per_currency(lines: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Decimal]]]:
     """Journal lines summed per currency, side and account; each currency must balance."""
     sums: dict[str, dict[str, dict[str, Decimal]]] = {}
@@ -372,15 +385,7 @@ def per_currency(lines: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, D
 
 def test_the_approval_entry_of_a_usd_payout_with_its_fee_refund_balances() -> None:
     split = breakdown(usd("1000.00"), terms(), 0, usd("540.00"))
-    payout = Payout.request(
-        payout_id=uuid4(),
-        account_id=str(uuid4()),
-        trader_id="trader-9",
-        program_id="p",
-        split=split,
-        requested_by="alice",
-        requested_at=datetime.fromisoformat("2026-04-01T00:00:00+00:00"),
-    )
+    payout = requested_payout(split, datetime.fromisoformat("2026-04-01T00:00:00+00:00"))
     payout.approve("bob", datetime.fromisoformat("2026-04-02T00:00:00+00:00"))
     approved = payout.collect_events()[-1]
     assert per_currency(approved.journal) == {
@@ -401,15 +406,7 @@ def test_a_share_rounding_to_nothing_without_a_fee_refund_is_approved_and_books_
     split = breakdown(usd("0.01"), terms("50", ()), 0, Money.zero("USD"))
     assert (split.trader_share, split.firm_share) == (usd("0.00"), usd("0.01"))
     at = datetime.fromisoformat("2026-04-01T00:00:00+00:00")
-    payout = Payout.request(
-        payout_id=uuid4(),
-        account_id=str(uuid4()),
-        trader_id="trader-9",
-        program_id="p",
-        split=split,
-        requested_by="alice",
-        requested_at=at,
-    )
+    payout = requested_payout(split, at)
     payout.approve("bob", at)
     payout.mark_paid("alice", "wire-1", at)
     approved, paid = payout.collect_events()[-2:]
@@ -423,15 +420,7 @@ def test_a_share_rounding_to_nothing_without_a_fee_refund_is_approved_and_books_
 def test_the_requester_may_not_approve_and_a_payout_is_approved_only_once() -> None:
     split = breakdown(usd("1000.00"), terms(), 0, usd("540.00"))
     at = datetime.fromisoformat("2026-04-01T00:00:00+00:00")
-    payout = Payout.request(
-        payout_id=uuid4(),
-        account_id=str(uuid4()),
-        trader_id="trader-9",
-        program_id="p",
-        split=split,
-        requested_by="alice",
-        requested_at=at,
-    )
+    payout = requested_payout(split, at)
     with pytest.raises(FourEyes):
         payout.approve("alice", at)
     assert payout.status == "requested"
