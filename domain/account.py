@@ -539,7 +539,7 @@ class TradingAccount(Aggregate):
         opened_activity_at: datetime | None = None,
     ) -> Eligibility:
         """`opened_activity_at`: when this account opened on the accounts' own clock (the
-        trade that passed the phase before it), when the caller knows it."""
+        clock of the account whose pass opened it, at the pass), when the caller knows it."""
         terms = self.program.funded_terms
         return Eligibility(
             is_funded=self.rules.is_funded,
