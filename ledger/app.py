@@ -759,18 +759,27 @@ class PropLedger(Application[UUID]):
         return self._retrying(command)
 
     def opened_activity_at(self, account: TradingAccount) -> datetime | None:
-        """When `account` opened on the accounts' own clock: the clock of the account
-        whose pass opened it, at the pass (None for a first phase, opened by a purchase)."""
-        if account.previous_account_id is None:
-            return None
-        return self.account(account.previous_account_id).passed_activity_at
+        """When `account` opened on the accounts' own clock: the furthest that clock had
+        reached at the passes that led to it (each phase's newest trade or mark when it
+        passed), so a phase whose trades are dated before an earlier phase's cannot move
+        the opening back (None for a first phase, opened by a purchase)."""
+        reached: datetime | None = None
+        previous_id = account.previous_account_id
+        while previous_id is not None:
+            previous = self.account(previous_id)
+            at = previous.passed_activity_at
+            if at is not None and (reached is None or at > reached):
+                reached = at
+            previous_id = previous.previous_account_id
+        return reached
 
     def _kept_of_wallet_purchase(self, first: TradingAccount, paid: Money) -> Money:
         """A wallet purchase's amount less its share of what the wallet owes (below zero:
         a deposit refunded after it was spent). The wallet is one pot, so what it owes is
         charged to its purchases in that currency oldest first, each up to its amount:
         one refunded deposit of 540.00 behind two purchases of 540.00 takes one fee refund,
-        not both (an audit found both taken)."""
+        not both (an audit found both taken). Only purchases whose fee refund is still to
+        come take a share: charging one already refunded would recover nothing."""
         trader = self.trader(first.trader_id)
         owed = -trader.wallet_balance(paid.currency).amount
         if owed <= 0:
@@ -780,6 +789,8 @@ class PropLedger(Application[UUID]):
             purchase = bought.purchase or {}
             if purchase.get("method") != "wallet" or purchase.get("currency") != paid.currency:
                 continue
+            if bought is not first and not self._fee_refund_to_come(bought):
+                continue
             charged = min(owed, Decimal(str(purchase["amount"])))
             if bought is first:
                 return paid - Money(charged, paid.currency)
@@ -787,6 +798,16 @@ class PropLedger(Application[UUID]):
             if owed <= 0:
                 return paid
         return paid
+
+    def _fee_refund_to_come(self, first: TradingAccount) -> bool:
+        """Whether the challenge `first` opened may still give its fee back: its program
+        refunds the fee and its funded account (if reached) has had no payout approved."""
+        if not first.program.funded_terms.refund_fee_with_first_payout:
+            return False
+        last = first
+        while last.next_account_id is not None:
+            last = self.account(last.next_account_id)
+        return not last.approved_payouts
 
     def _fee_kept(self, account: TradingAccount) -> Money | None:
         """What the firm kept of the payment that bought this account's challenge (its

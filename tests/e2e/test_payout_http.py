@@ -441,6 +441,43 @@ def test_a_bridge_replaying_weeks_of_history_reaches_the_payout_days_with_its_tr
     assert error_of(refused, 422)["details"]["reasons"] == ["too_early"]
 
 
+def test_a_later_phase_dated_before_an_earlier_one_does_not_move_the_opening_back(
+    client: TestClient,
+) -> None:
+    """Phase 1 passes on a trade of a minute ago, phase 2 on one dated 30 days back: the
+    accounts' clock had reached now at the first pass, so the funded account opened now
+    on that clock too, and a trade dated 15 days back is no 14 days on (an audit found
+    the first payout due at once)."""
+    body = program_body()
+    body["phases"] = [body["phases"][0], {**body["phases"][0], "name": "verification"}]
+    body["funded"] |= {"first_payout_after_days": 14}
+    assert client.post("/v1/programs", json=body, headers=ADMIN).status_code == 201
+    trader_id = uid("trader-")
+    moment = datetime.now(UTC)
+
+    def at(account_id: str, closed_at: datetime, profit: str) -> dict[str, Any]:
+        trade_body = {
+            "trade_id": uid("T-"),
+            "symbol": "EURUSD",
+            "side": "buy",
+            "volume": "1",
+            "opened_at": (closed_at - timedelta(minutes=5)).isoformat(),
+            "closed_at": closed_at.isoformat(),
+            "profit": profit,
+        }
+        reply = client.post(f"/v1/accounts/{account_id}/trades", json=trade_body, headers=PLATFORM)
+        assert reply.status_code == 201, reply.text
+        state: dict[str, Any] = reply.json()
+        return state
+
+    first = phase_account(client, str(body["program_id"]), trader_id)
+    second = at(first, moment - timedelta(minutes=1), "1500.00")["next_account_id"]
+    funded = at(second, moment - timedelta(days=30), "1500.00")["next_account_id"]
+    at(funded, moment - timedelta(days=15), "1000.00")
+    refused = client.post(f"/v1/accounts/{funded}/payouts", headers=trader_headers(trader_id))
+    assert error_of(refused, 422)["details"]["reasons"] == ["too_early"]
+
+
 # Approving -----------------------------------------------------------------------------------
 
 

@@ -1180,6 +1180,48 @@ def test_what_a_wallet_owes_is_charged_to_its_purchases_oldest_first_once(
     assert fees == ["0.00", "540.00"]
 
 
+def test_what_a_wallet_owes_is_not_charged_to_a_fee_already_given_back(
+    client: TestClient,
+) -> None:
+    """The older challenge's first payout gave its fee back before the deposit was refunded:
+    the debt falls on the newer one, whose fee is still to come (an audit found it charged
+    to the older one, recovering nothing: 1,080.00 of fees back on 540.00 kept)."""
+    program_id = quick_payout_program(client)
+    trader_id = uid("trader-")
+    money_in = deposit(trader_id, 108000)
+    delivered(client, money_in.checkout_completed())
+    platform = auth("platform", sub="bridge")
+    funded = []
+    for _ in range(2):
+        bought = client.post(
+            "/v1/purchases",
+            json=purchase_body(program_id, trader_id=trader_id, method="wallet"),
+            headers=FINANCE,
+        )
+        assert bought.status_code == 201, bought.text
+        passed = client.post(
+            f"/v1/accounts/{bought.json()['account_id']}/trades",
+            json=trade_body(profit="1000.00"),
+            headers=platform,
+        ).json()
+        client.post(
+            f"/v1/accounts/{passed['next_account_id']}/trades",
+            json=trade_body(profit="1000.00"),
+            headers=platform,
+        )
+        funded.append(passed["next_account_id"])
+    older = client.post(f"/v1/accounts/{funded[0]}/payouts", headers=auth("finance", sub="f"))
+    assert older.json()["fee_refund"] == "540.00"
+    approved = client.post(
+        f"/v1/payouts/{older.json()['payout_id']}/approve", headers=auth("approver", sub="a")
+    )
+    assert approved.status_code == 200, approved.text
+    delivered(client, money_in.refunded(54000))
+    newer = client.post(f"/v1/accounts/{funded[1]}/payouts", headers=auth("finance", sub="f"))
+    assert newer.status_code == 201, newer.text
+    assert newer.json()["fee_refund"] == "0.00"
+
+
 @pytest.mark.parametrize("refunded_cents", [54000, 30000])
 def test_a_fee_refunded_at_stripe_after_the_payout_was_requested_stops_its_approval(
     client: TestClient, refunded_cents: int
