@@ -812,10 +812,8 @@ class PropLedger(Application[UUID]):
     def _fee_kept(self, account: TradingAccount) -> Money | None:
         """What the firm kept of the payment that bought this account's challenge (its
         first phase's purchase): the amount paid, less refunds and chargebacks for a
-        processor payment; for a wallet purchase, less what the trader's wallet in its
-        currency owes (a deposit refunded after it paid for the challenge leaves the wallet
-        below zero: that much of the challenge was paid back already). None when the
-        purchase is not recorded."""
+        processor payment; for a wallet purchase, less its share of what the trader's
+        wallet owes (`_kept_of_wallet_purchase`). None when the purchase is not recorded."""
         first = account
         while first.previous_account_id is not None:
             first = self.account(first.previous_account_id)
