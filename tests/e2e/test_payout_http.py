@@ -137,17 +137,23 @@ def eur_fee_program_id(client: TestClient) -> str:
 _TRADE_DAYS = iter(range(10**6))
 
 
-def trade(client: TestClient, account_id: str, profit: str) -> dict[str, Any]:
-    # Each trade on its own minute of 2026-03-02 (UTC): one trading day, no rule is near.
-    minute = next(_TRADE_DAYS) % 600
-    closed = datetime(2026, 3, 2, 8, 0, tzinfo=UTC) + timedelta(minutes=minute)
+def trade(
+    client: TestClient, account_id: str, profit: str, closed_at: datetime | str | None = None
+) -> dict[str, Any]:
+    """A trade of `profit`, closed at `closed_at`, or by default on its own minute of
+    2026-03-02 (UTC): one trading day, no rule is near."""
+    if closed_at is None:
+        minute = next(_TRADE_DAYS) % 600
+        closed_at = datetime(2026, 3, 2, 8, 0, tzinfo=UTC) + timedelta(minutes=minute)
+    elif isinstance(closed_at, str):
+        closed_at = datetime.fromisoformat(closed_at)
     body = {
         "trade_id": uid("T-"),
         "symbol": "EURUSD",
         "side": "buy",
         "volume": "1",
-        "opened_at": "2026-03-02T07:00:00Z",
-        "closed_at": closed.isoformat(),
+        "opened_at": (closed_at - timedelta(minutes=5)).isoformat(),
+        "closed_at": closed_at.isoformat(),
         "profit": profit,
     }
     response = client.post(f"/v1/accounts/{account_id}/trades", json=body, headers=PLATFORM)
@@ -395,34 +401,18 @@ def test_a_bridge_replaying_weeks_of_history_reaches_the_payout_days_with_its_tr
     trader_id = uid("trader-")
     who = trader_headers(trader_id)
 
-    def at(account_id: str, closed_at: str, profit: str) -> dict[str, Any]:
-        trade_body = {
-            "trade_id": uid("T-"),
-            "symbol": "EURUSD",
-            "side": "buy",
-            "volume": "1",
-            "opened_at": "2025-01-01T00:00:00Z",
-            "closed_at": closed_at,
-            "profit": profit,
-        }
-        reply = client.post(f"/v1/accounts/{account_id}/trades", json=trade_body, headers=PLATFORM)
-        assert reply.status_code == 201, reply.text
-        state: dict[str, Any] = reply.json()
-        return state
-
-    passed = at(
-        phase_account(client, str(body["program_id"]), trader_id), "2025-01-06T10:00:00Z", "1000.00"
-    )
+    phase = phase_account(client, str(body["program_id"]), trader_id)
+    passed = trade(client, phase, "1000.00", "2025-01-06T10:00:00Z")
     funded = str(passed["next_account_id"])
-    at(funded, "2025-01-19T10:00:00Z", "500.00")  # 13 days after the pass
+    trade(client, funded, "500.00", "2025-01-19T10:00:00Z")  # 13 days after the pass
     refused = client.post(f"/v1/accounts/{funded}/payouts", headers=who)
     assert error_of(refused, 422)["details"]["reasons"] == ["too_early"]
-    at(funded, "2025-01-20T10:00:00Z", "500.00")  # 14 days
+    trade(client, funded, "500.00", "2025-01-20T10:00:00Z")  # 14 days
     payout = request_payout(client, funded, who)
     assert payout["profit"] == "1000.00"
     approve(client, payout["payout_id"])
 
-    at(funded, "2025-02-03T10:00:00Z", "300.00")  # 14 days on its clock, seconds on ours
+    trade(client, funded, "300.00", "2025-02-03T10:00:00Z")  # 14 days on its clock, seconds on ours
     refused = client.post(f"/v1/accounts/{funded}/payouts", headers=who)
     assert error_of(refused, 422)["details"]["reasons"] == ["too_early"]
 
@@ -430,11 +420,11 @@ def test_a_bridge_replaying_weeks_of_history_reaches_the_payout_days_with_its_tr
     # (06-20), not at that trade's closed_at (06-01), so a trade of 06-21 is a day on.
     late_trader = uid("trader-")
     phase = phase_account(client, str(body["program_id"]), late_trader)
-    at(phase, "2025-06-20T10:00:00Z", "500.00")
-    late_pass = at(phase, "2025-06-01T10:00:00Z", "600.00")
+    trade(client, phase, "500.00", "2025-06-20T10:00:00Z")
+    late_pass = trade(client, phase, "600.00", "2025-06-01T10:00:00Z")
     assert late_pass["status"] == "passed"
     late_funded = str(late_pass["next_account_id"])
-    at(late_funded, "2025-06-21T10:00:00Z", "1000.00")
+    trade(client, late_funded, "1000.00", "2025-06-21T10:00:00Z")
     refused = client.post(
         f"/v1/accounts/{late_funded}/payouts", headers=trader_headers(late_trader)
     )
@@ -455,25 +445,10 @@ def test_a_later_phase_dated_before_an_earlier_one_does_not_move_the_opening_bac
     trader_id = uid("trader-")
     moment = datetime.now(UTC)
 
-    def at(account_id: str, closed_at: datetime, profit: str) -> dict[str, Any]:
-        trade_body = {
-            "trade_id": uid("T-"),
-            "symbol": "EURUSD",
-            "side": "buy",
-            "volume": "1",
-            "opened_at": (closed_at - timedelta(minutes=5)).isoformat(),
-            "closed_at": closed_at.isoformat(),
-            "profit": profit,
-        }
-        reply = client.post(f"/v1/accounts/{account_id}/trades", json=trade_body, headers=PLATFORM)
-        assert reply.status_code == 201, reply.text
-        state: dict[str, Any] = reply.json()
-        return state
-
     first = phase_account(client, str(body["program_id"]), trader_id)
-    second = at(first, moment - timedelta(minutes=1), "1500.00")["next_account_id"]
-    funded = at(second, moment - timedelta(days=30), "1500.00")["next_account_id"]
-    at(funded, moment - timedelta(days=15), "1000.00")
+    second = trade(client, first, "1500.00", moment - timedelta(minutes=1))["next_account_id"]
+    funded = trade(client, second, "1500.00", moment - timedelta(days=30))["next_account_id"]
+    trade(client, funded, "1000.00", moment - timedelta(days=15))
     refused = client.post(f"/v1/accounts/{funded}/payouts", headers=trader_headers(trader_id))
     assert error_of(refused, 422)["details"]["reasons"] == ["too_early"]
 

@@ -1080,17 +1080,32 @@ def funded_with_profit(client: TestClient, trader_id: str) -> str:
     """The trader's one phase passed with a 1,000.00 gain, and 1,000.00 of profit on the
     funded account it opened: that account's id."""
     (phase,) = trader_accounts(client, trader_id)
+    return passed_with_profit(client, phase["account_id"])
+
+
+def passed_with_profit(client: TestClient, phase_id: str) -> str:
+    """`phase_id` passed with a 1,000.00 gain, and 1,000.00 of profit on the funded
+    account it opened: that account's id."""
     platform = auth("platform", sub="bridge")
     passed = client.post(
-        f"/v1/accounts/{phase['account_id']}/trades",
-        json=trade_body(profit="1000.00"),
-        headers=platform,
+        f"/v1/accounts/{phase_id}/trades", json=trade_body(profit="1000.00"), headers=platform
     ).json()
     funded_id = str(passed["next_account_id"])
     client.post(
         f"/v1/accounts/{funded_id}/trades", json=trade_body(profit="1000.00"), headers=platform
     )
     return funded_id
+
+
+def bought_from_wallet(client: TestClient, program_id: str, trader_id: str) -> str:
+    """A challenge of `program_id` paid from the trader's wallet: its account's id."""
+    bought = client.post(
+        "/v1/purchases",
+        json=purchase_body(program_id, trader_id=trader_id, method="wallet"),
+        headers=FINANCE,
+    )
+    assert bought.status_code == 201, bought.text
+    return str(bought.json()["account_id"])
 
 
 def test_a_challenge_fee_refunded_at_stripe_is_not_refunded_again_with_the_first_payout(
@@ -1127,17 +1142,12 @@ def test_a_challenge_paid_from_a_deposit_refunded_since_gives_back_only_what_was
     trader_id = uid("trader-")
     money_in = deposit(trader_id, 54000)
     delivered(client, money_in.checkout_completed())
-    bought = client.post(
-        "/v1/purchases",
-        json=purchase_body(program_id, trader_id=trader_id, method="wallet"),
-        headers=FINANCE,
-    )
-    assert bought.status_code == 201, bought.text
+    phase_id = bought_from_wallet(client, program_id, trader_id)
     delivered(client, money_in.refunded(refunded_cents))
     wallet = client.get(f"/v1/traders/{trader_id}", headers=FINANCE).json()["wallet"]
     owed = f"{-refunded_cents / 100:.2f}"
     assert {"currency": "USD", "balance": owed} in wallet, wallet
-    funded_id = funded_with_profit(client, trader_id)
+    funded_id = passed_with_profit(client, phase_id)
     asked = client.post(f"/v1/accounts/{funded_id}/payouts", headers=auth("finance", sub="fin-w"))
     assert asked.status_code == 201, asked.text
     assert asked.json()["fee_refund"] == fee_back
@@ -1154,26 +1164,11 @@ def test_what_a_wallet_owes_is_charged_to_its_purchases_oldest_first_once(
     deposits = [deposit(trader_id, 54000) for _ in range(2)]
     for money_in in deposits:
         delivered(client, money_in.checkout_completed())
-    accounts = []
-    for _ in range(2):
-        bought = client.post(
-            "/v1/purchases",
-            json=purchase_body(program_id, trader_id=trader_id, method="wallet"),
-            headers=FINANCE,
-        )
-        assert bought.status_code == 201, bought.text
-        accounts.append(bought.json()["account_id"])
+    accounts = [bought_from_wallet(client, program_id, trader_id) for _ in range(2)]
     delivered(client, deposits[1].refunded(54000))
-    platform = auth("platform", sub="bridge")
     fees = []
     for phase_id in accounts:
-        passed = client.post(
-            f"/v1/accounts/{phase_id}/trades", json=trade_body(profit="1000.00"), headers=platform
-        ).json()
-        funded_id = passed["next_account_id"]
-        client.post(
-            f"/v1/accounts/{funded_id}/trades", json=trade_body(profit="1000.00"), headers=platform
-        )
+        funded_id = passed_with_profit(client, phase_id)
         asked = client.post(f"/v1/accounts/{funded_id}/payouts", headers=auth("finance", sub="f"))
         assert asked.status_code == 201, asked.text
         fees.append(asked.json()["fee_refund"])
@@ -1190,26 +1185,10 @@ def test_what_a_wallet_owes_is_not_charged_to_a_fee_already_given_back(
     trader_id = uid("trader-")
     money_in = deposit(trader_id, 108000)
     delivered(client, money_in.checkout_completed())
-    platform = auth("platform", sub="bridge")
-    funded = []
-    for _ in range(2):
-        bought = client.post(
-            "/v1/purchases",
-            json=purchase_body(program_id, trader_id=trader_id, method="wallet"),
-            headers=FINANCE,
-        )
-        assert bought.status_code == 201, bought.text
-        passed = client.post(
-            f"/v1/accounts/{bought.json()['account_id']}/trades",
-            json=trade_body(profit="1000.00"),
-            headers=platform,
-        ).json()
-        client.post(
-            f"/v1/accounts/{passed['next_account_id']}/trades",
-            json=trade_body(profit="1000.00"),
-            headers=platform,
-        )
-        funded.append(passed["next_account_id"])
+    funded = [
+        passed_with_profit(client, bought_from_wallet(client, program_id, trader_id))
+        for _ in range(2)
+    ]
     older = client.post(f"/v1/accounts/{funded[0]}/payouts", headers=auth("finance", sub="f"))
     assert older.json()["fee_refund"] == "540.00"
     approved = client.post(
