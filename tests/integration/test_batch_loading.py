@@ -30,6 +30,15 @@ def item(account_id: str, trade_id: str, profit: str = "1.00") -> dict[str, Any]
     return {"account_id": account_id, **trade_body(trade_id, profit=profit)}
 
 
+def opened_accounts(ledger: PropLedger, prefix: str, count: int) -> list[str]:
+    """`count` accounts bought on a program of their own."""
+    program = program_body(uid(prefix))
+    ledger.define_program(program)
+    return [
+        str(ledger.purchase(purchase_body(program["program_id"])).account.id) for _ in range(count)
+    ]
+
+
 def full_replay(ledger: PropLedger, account_id: Any) -> Any:
     account = None
     for event in ledger.events.get(account_id):
@@ -201,11 +210,7 @@ def test_a_batch_that_keeps_losing_to_single_writers_is_applied_in_halves_in_ord
     migrate(url)
     ledger = PropLedger(url)
     try:
-        program = program_body(uid("halves-"))
-        ledger.define_program(program)
-        accounts = [
-            str(ledger.purchase(purchase_body(program["program_id"])).account.id) for _ in range(4)
-        ]
+        accounts = opened_accounts(ledger, "halves-", 4)
         items = [item(accounts[n % 4], f"H-{n}", f"{n}.00") for n in range(12)]
         real_save = ledger.save
         saves: list[int] = []
@@ -245,11 +250,7 @@ def test_a_single_trade_that_never_gets_through_is_rejected_busy_after_saved_hal
     migrate(url)
     ledger = PropLedger(url)
     try:
-        program = program_body(uid("busy-"))
-        ledger.define_program(program)
-        accounts = [
-            str(ledger.purchase(purchase_body(program["program_id"])).account.id) for _ in range(2)
-        ]
+        accounts = opened_accounts(ledger, "busy-", 2)
         items = [item(accounts[n % 2], f"B-{n}") for n in range(4)]
         real_save = ledger.save
         monkeypatch.setattr(app_module, "MAX_ATTEMPTS", 2)
@@ -280,11 +281,7 @@ def test_a_store_failure_after_a_saved_half_answers_what_was_saved_not_a_5xx(
     migrate(url)
     ledger = PropLedger(url)
     try:
-        program = program_body(uid("fault-"))
-        ledger.define_program(program)
-        accounts = [
-            str(ledger.purchase(purchase_body(program["program_id"])).account.id) for _ in range(2)
-        ]
+        accounts = opened_accounts(ledger, "fault-", 2)
         items = [item(accounts[n % 2], f"F-{n}") for n in range(4)]
         real_save = ledger.save
         saved: list[int] = []
@@ -326,10 +323,7 @@ def test_a_store_failure_before_anything_is_saved_still_fails_the_whole_batch(
     migrate(url)
     ledger = PropLedger(url)
     try:
-        program = program_body(uid("fault-"))
-        ledger.define_program(program)
-        account_id = str(ledger.purchase(purchase_body(program["program_id"])).account.id)
-        other = str(ledger.purchase(purchase_body(program["program_id"])).account.id)
+        account_id, other = opened_accounts(ledger, "fault-", 2)
         before = ledger.position()
 
         def failing_save(*aggregates: Any, **kwargs: Any) -> Any:
