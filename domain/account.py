@@ -77,6 +77,13 @@ def _pinned_program(data: dict[str, Any], version: int) -> ProgramDefinition:
     return definition
 
 
+# Each trade is at most 12 digits, but a balance sums them: it stays below 10^14 units
+# either way, so that a payout's profit in minor units (up to four places: CLF) fits the
+# projections' 64-bit columns. A balance past that stopped the payout projection for good.
+_BALANCE_DIGITS = 14
+BALANCE_LIMIT = Decimal(10) ** _BALANCE_DIGITS
+
+
 def mark_key(at: datetime, equity: Decimal) -> str:
     """An equity mark's identity: its instant in UTC and its amount at the minor unit."""
     return f"{at.astimezone(UTC).isoformat()} {equity}"
@@ -469,6 +476,13 @@ class TradingAccount(Aggregate):
             return TradeOutcome(version=version, duplicate=True)
 
         state = rules.after_trade(self.state, self.rules, self.calendar, trade.closed_at, trade.net)
+        if abs(state.balance.amount) >= BALANCE_LIMIT:
+            raise InvalidInput(
+                f"trade {trade.trade_id} would take the balance to {state.balance.amount} "
+                f"{self.currency}: a balance stays below 10^{_BALANCE_DIGITS} either way",
+                code="balance_out_of_range",
+                details={"trade_id": trade.trade_id, "balance": str(state.balance.amount)},
+            )
         recorded_trade = trade.to_event_dict()
         # Applying the event would compute the same state from the same inputs again:
         # hand it over (for this very trade only) instead.

@@ -333,6 +333,35 @@ def test_the_marks_an_account_recorded_survive_a_snapshot_and_a_copy() -> None:
     assert replay(account).marks == account.marks
 
 
+@pytest.mark.parametrize(
+    ("sign", "refused"),
+    [("", 100), ("-", 101)],  # 100000.00 + 100 x 999999999999.00 >= 10^14; 100000.00 - 101 x
+)
+def test_a_trade_taking_the_balance_to_10_to_the_14_is_refused_and_changes_nothing(
+    sign: str, refused: int
+) -> None:
+    # Each trade is at most 12 digits; summed, they could pass 10^14 units, which a payout's
+    # profit in minor units could not be stored as (the projections' 64 bits).
+    account = open_account()
+    largest = Decimal(f"{sign}999999999999.00")
+    for number in range(1, refused):
+        close(account, f"t{number}", "2026-01-05T10:00:00Z", str(largest))
+    balance, version = account.board()["balance"], account.version
+    assert balance == Decimal("100000.00") + (refused - 1) * largest
+    assert abs(balance) < 10**14 <= abs(balance + largest)
+    with pytest.raises(InvalidInput) as caught:
+        close(account, f"t{refused}", "2026-01-05T10:00:00Z", str(largest))
+    assert caught.value.code == "balance_out_of_range"
+    assert caught.value.details == {
+        "trade_id": f"t{refused}",
+        "balance": str(balance + largest),
+    }
+    assert (account.board()["balance"], account.version) == (balance, version)
+    assert f"t{refused}" not in account.trades
+    close(account, f"t{refused}", "2026-01-05T10:00:00Z", "1.00")  # the same id, a sane amount
+    assert account.board()["balance"] == balance + Decimal("1.00")
+
+
 def test_a_trade_in_another_currency_is_refused() -> None:
     account = open_account()
     eur_trade = Trade.parse(trade_data("t1", "2026-01-05T10:00:00Z", "100.00"), "EUR")
