@@ -100,6 +100,22 @@ def _money(minor: int, currency: str) -> str:
     return str(Money.from_minor_units(int(minor), currency).amount)
 
 
+# SQLite's SUM of INTEGERs fails past 2^63 ("integer overflow"; PostgreSQL's SUM of bigint
+# is numeric): an account's lines are summed as two parts, the amount's billions and the
+# rest (integer division truncates alike on both stores), each far from
+# overflowing, and joined exactly in Python.
+_SPLIT = 10**9
+
+
+def _split_sum(column: str, name: str) -> str:
+    high = f"{column} / {_SPLIT}"
+    return f"SUM({high}) AS {name}_high, SUM({column} - {high} * {_SPLIT}) AS {name}_low"
+
+
+def _joined_sum(row: dict[str, Any], name: str) -> int:
+    return int(row[f"{name}_high"]) * _SPLIT + int(row[f"{name}_low"])
+
+
 def trial_balance(
     database: Database, as_of: datetime | None = None, *, until_position: int | None = None
 ) -> dict[str, Any]:
@@ -116,7 +132,8 @@ def trial_balance(
         params.append(until_position)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = database.query(
-        "SELECT l.account, l.currency, SUM(l.debit_minor) AS debit, SUM(l.credit_minor) AS credit "
+        f"SELECT l.account, l.currency, {_split_sum('l.debit_minor', 'debit')}, "
+        f"{_split_sum('l.credit_minor', 'credit')} "
         "FROM journal_lines l JOIN journal_entries e ON e.entry_id = l.entry_id "
         f"{where} GROUP BY l.account, l.currency ORDER BY l.account, l.currency",
         params,
@@ -124,7 +141,8 @@ def trial_balance(
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     shaped = []
     for row in rows:
-        debit, credit, currency = int(row["debit"]), int(row["credit"]), row["currency"]
+        debit, credit = _joined_sum(row, "debit"), _joined_sum(row, "credit")
+        currency = row["currency"]
         totals[currency][0] += debit
         totals[currency][1] += credit
         shaped.append(

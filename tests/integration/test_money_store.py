@@ -18,6 +18,8 @@ import pytest
 
 from ledger.config import database_url_to_env
 from ledger.migrate import migrate
+from projections.journal import trial_balance
+from projections.store import Database
 from tests.support import BACKENDS, backend_url
 
 LINES = (
@@ -211,3 +213,30 @@ def test_the_store_refuses_a_negative_amount(store: Store) -> None:
     with pytest.raises((sqlite3.IntegrityError, psycopg.errors.CheckViolation)):
         store.write(lines, headers)
     assert store.rows(entry_id) == (0, 0)
+
+
+def test_the_trial_balance_sums_an_accounts_lines_past_64_bits_exactly(store: Store) -> None:
+    # Each line fits a 64-bit column; three of them do not fit SQLite's 64-bit SUM, which
+    # failed with "integer overflow" (PostgreSQL sums bigint as numeric).
+    line = 4 * 10**18 + 123_456_789_017
+    for _ in range(3):
+        _, lines, headers = entry(
+            [("assets:processor", "CLF", line, 0), ("revenue:challenge_fees", "CLF", 0, line)]
+        )
+        store.write(lines, headers)
+    database = Database(store.url)
+    try:
+        balance = trial_balance(database)
+    finally:
+        database.close()
+    rows = {(r["account"], r["currency"]): r for r in balance["rows"]}
+    expected = "1200000037037036.7051"  # 3 x 4000000123456789017 minor units, 4 places
+    assert rows["assets:processor", "CLF"] == {
+        "account": "assets:processor",
+        "currency": "CLF",
+        "debit": expected,
+        "credit": "0.0000",
+        "balance": expected,
+    }
+    assert rows["revenue:challenge_fees", "CLF"]["balance"] == f"-{expected}"
+    assert {"currency": "CLF", "debit": expected, "credit": expected} in balance["totals"]
