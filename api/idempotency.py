@@ -8,7 +8,8 @@ to a request that died (a crashed process): the key is usable again. A claim is 
 request's by its claim time, so a request outlived by its claim completes or releases
 nothing of the request that took the key over. Keys expire after a configurable period.
 Replies of 5xx are not kept, so a retry after a fault runs the command again (and the
-command's own natural key makes it a duplicate, never a second application).
+command's own natural key makes it a duplicate, never a second application). A reply is
+stored before it is sent: what a client heard is what its key replays.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import queue
 import threading
@@ -31,6 +33,8 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import principal_from_claims
 from api.errors import ApiError, StoreWaitTimeout, envelope
 from projections.store import Database
+
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -198,7 +202,7 @@ class IdempotencyStore:
         claimed_at: str | None = None,
     ) -> None:
         """`complete`, written together with the completions of concurrent requests. The
-        reply was sent already: a completion is written even if waiting for it times out."""
+        reply waits for it; a completion is written even if waiting for it times out."""
         job = _Job("complete", (status, headers, body, principal, key, claimed_at))
         await _wait(self._submit(job))
 
@@ -424,6 +428,11 @@ class IdempotencyMiddleware:
             await self._answer_existing(existing, request_hash, retry_after, scope, receive, send)
             return
         captured: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
+        # The reply is held until it is stored: a client that saw an answer gets the same
+        # one again for its key, even when the process dies right after answering (sent
+        # first, a crash in between left the key to be abandoned and the request run
+        # again: a payout created, then "payout_pending" for the same key).
+        held: list[Message] = []
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -435,7 +444,7 @@ class IdempotencyMiddleware:
                 ]
             elif message["type"] == "http.response.body":
                 captured["body"] += message.get("body", b"")
-            await send(message)
+            held.append(message)
 
         delivered = False
 
@@ -453,15 +462,23 @@ class IdempotencyMiddleware:
             raise
         if captured["status"] >= 500:
             await run_in_threadpool(store.release, principal, key, claimed_at)
-            return
-        await store.complete_soon(
-            principal,
-            key,
-            captured["status"],
-            json.dumps(captured["headers"]),
-            bytes(captured["body"]),
-            claimed_at,
-        )
+        else:
+            try:
+                await store.complete_soon(
+                    principal,
+                    key,
+                    captured["status"],
+                    json.dumps(captured["headers"]),
+                    bytes(captured["body"]),
+                    claimed_at,
+                )
+            except Exception:
+                # The command is done: its answer goes out. The completion stays queued
+                # (a wait that timed out does not withdraw it); if it is never written,
+                # the key is abandoned in time and a retry finds the command done.
+                logger.warning("the reply to Idempotency-Key %r was not stored", key, exc_info=True)
+        for message in held:
+            await send(message)
 
     @staticmethod
     async def _answer_existing(

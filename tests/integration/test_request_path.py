@@ -33,7 +33,7 @@ from api.idempotency import IdempotencyStore, _Job
 from ledger.config import Settings
 from ledger.migrate import migrate
 from projections.store import Database
-from tests.support import SECRET, uid
+from tests.support import SECRET, auth, program_body, purchase_body, uid
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -334,3 +334,46 @@ def test_the_api_groups_single_trade_posts_unless_told_not_to(
     with TestClient(create_app(settings)) as client:
         ledger: Any = client.app.state.ledger  # type: ignore[attr-defined]
         assert (ledger._grouper is not None) is grouped
+
+
+@pytest.mark.parametrize("path", ["/v1/programs", "/v1/purchases"])
+def test_a_keyed_reply_is_stored_before_the_client_hears_it(url: str, path: str) -> None:
+    # A process killed between answering and storing the answer left the key to be
+    # abandoned and the request run again, answering otherwise ("duplicate", or a payout
+    # created then "payout_pending"): whatever a client heard must be what its key replays.
+    stored_when_answered: list[Any] = []
+
+    def stored(key: str) -> Any:
+        database = Database(url)
+        try:
+            rows = database.query(
+                "SELECT status FROM idempotency_keys WHERE idempotency_key = ?", [key]
+            )
+        finally:
+            database.close()
+        return rows[0]["status"] if rows else "no row"
+
+    settings = Settings(propledger_database_url=url, propledger_jwt_secret=SECRET)
+    app = create_app(settings)
+    key = uid("key-")
+
+    async def spy(scope: Any, receive: Any, send: Any) -> None:
+        async def spied(message: Any) -> None:
+            keyed = (b"idempotency-key", key.encode()) in scope.get("headers", [])
+            if message["type"] == "http.response.start" and keyed:
+                stored_when_answered.append(await asyncio.to_thread(stored, key))
+            await send(message)
+
+        await app(scope, receive, spied)
+
+    with TestClient(spy) as client:
+        program = program_body()
+        assert client.post("/v1/programs", json=program, headers=auth("admin")).status_code == 201
+        sent = program_body() if path == "/v1/programs" else purchase_body(program["program_id"])
+        headers = {**auth("admin", "finance"), "Idempotency-Key": key}
+        first = client.post(path, json=sent, headers=headers)
+        assert first.status_code == 201, first.text
+        assert stored_when_answered == [201]
+        again = client.post(path, json=sent, headers=headers)
+        assert (again.status_code, again.headers.get("idempotent-replayed")) == (201, "true")
+        assert again.json() == first.json()
