@@ -328,9 +328,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     for name, outcome in result["projections"].items():
         if outcome["differences"]:
             print(f"FAIL {name}: {len(outcome['differences'])} differences", file=sys.stderr)
+    head = chain["head"]
+    ended = "no chain head yet" if head["position"] is None else "chain head"
+    where = "" if head["position"] is None else f" {head['position']}:{head['hash']}"
     print(
-        f"{'OK' if result['ok'] else 'FAILED'}: {chain['events']} events, "
-        f"chain head {chain['head']['position']}:{chain['head']['hash']}",
+        f"{'OK' if result['ok'] else 'FAILED'}: {chain['events']} events, {ended}{where}",
         file=sys.stderr,
     )
     return 0 if result["ok"] else 1
@@ -347,6 +349,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         # Written beside the target and renamed at the end: a failed export leaves no
         # file that looks complete.
         partial = f"{args.output}.partial"
+        if os.path.isdir(args.output):
+            raise SystemExit(f"propledger export: {args.output} is a directory, not a file")
         try:
             try:
                 handle = open(partial, "w", encoding="utf-8")  # noqa: SIM115 - closed below
@@ -721,6 +725,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     label = " ".join(word for word in words if isinstance(word, str))
     try:
         result: int = args.run(args)
+    except BrokenPipeError:
+        # The reader went away (`propledger export --output - | head`): stop quietly, as
+        # other tools do, and keep Python from complaining again when it flushes at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except ConfigurationError as error:
         print(f"propledger {label}: {error}", file=sys.stderr)
         return 1

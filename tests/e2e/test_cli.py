@@ -315,6 +315,45 @@ def test_an_unwritable_output_and_an_inverted_period_are_plain_errors(tmp_path: 
     assert "'to' (2026-12-01) is before 'from' (2026-12-08)" in inverted.stderr
 
 
+def test_export_into_a_directory_a_closed_pipe_and_verify_of_an_empty_log_read_plainly(
+    tmp_path: Path,
+) -> None:
+    env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(tmp_path / "store.db")}
+    assert run_cli("migrate", cwd=tmp_path, env=env).returncode == 0
+    verified = run_cli("audit", "verify", cwd=tmp_path, env=env)
+    assert verified.returncode == 0, verified.stderr
+    assert "OK: 0 events, no chain head yet" in verified.stderr  # was "chain head None:None"
+
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    done = run_cli("export", "--output", str(folder), cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert f"propledger export: {folder} is a directory, not a file" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exports", "store.db"]
+
+    # A reader that stops early (`| head -c 10`): no BrokenPipeError traceback.
+    with TestClient(make_app(env["PROPLEDGER_DATABASE_URL"])) as client:
+        for _ in range(100):  # more than a pipe holds (64 KiB)
+            made = client.post("/v1/programs", json=program_body(), headers=auth("admin"))
+            assert made.status_code == 201, made.text
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("PROPLEDGER_")}
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "export", "--output", "-"],
+        cwd=tmp_path,
+        env={**clean, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert exporter.stdout is not None
+    assert exporter.stderr is not None
+    exporter.stdout.read(10)
+    exporter.stdout.close()
+    errors = exporter.stderr.read().decode()
+    assert exporter.wait(timeout=60) in (0, 1)
+    assert "Traceback" not in errors, errors
+    assert "BrokenPipe" not in errors, errors
+
+
 @pytest.mark.parametrize(
     "args",
     [
