@@ -193,8 +193,21 @@ def verify_chain(
         previous_hash = GENESIS
         last_link_position = 0
         last_link_hash = GENESIS
+        # The hash the last link should have held, when it held another: if the next link
+        # follows that one, the link's hash was edited and its event is intact.
+        recomputed: tuple[Finding, str] | None = None
+        beyond_head: tuple[int, Any] | None = None  # the first link past the head
         versions = _StreamVersions()
         for position, event, chain_link in _merged(store, connection):
+            finding = _check(position, event, chain_link, previous_hash, last_link_position)
+            if finding is not None and recomputed is not None and event is not None:
+                edited, hash_it_should_hold = recomputed
+                if finding.kind == "content_mismatch" and _expected(
+                    hash_it_should_hold, event
+                ) == str(chain_link[3]):
+                    report.findings[report.findings.index(edited)] = _link_hash_edited(edited)
+                    finding = None
+            recomputed = None
             if event is not None:
                 report.events += 1
                 if progress and report.events % PAGE == 0:
@@ -202,19 +215,24 @@ def verify_chain(
                 # Versions are followed as the chain orders them: an event moved to
                 # another position is found there by its link ("reordered"), and must
                 # not also look like a stream skipping versions (a swap was named a
-                # deletion).
-                linked = event if chain_link is None else (position, *chain_link[1:3])
+                # deletion). An event its link vouches for is followed as itself, so a
+                # link naming another stream is not taken for a deletion there.
+                vouched = finding is None or finding.kind == "link_mismatch"
+                linked = event if chain_link is None or vouched else (position, *chain_link[1:3])
                 report.findings.extend(versions.check(position, linked))
-            finding = _check(position, event, chain_link, previous_hash)
             if finding is not None:
                 report.findings.append(finding)
                 if finding.kind == "event_missing":
                     versions.named(finding)
+                elif finding.kind == "content_mismatch" and finding.expected is not None:
+                    recomputed = (finding, finding.expected)
             elif event is not None and chain_link is not None:
                 moved = _check_recorded_at(position, event, chain_link[4])
                 if moved is not None:
                     report.findings.append(moved)
             if chain_link is not None:
+                if head is not None and position > head[0] and beyond_head is None:
+                    beyond_head = (position, chain_link)
                 previous_hash = chain_link[3]
                 last_link_position = position
                 last_link_hash = previous_hash
@@ -223,12 +241,28 @@ def verify_chain(
                 previous_hash = _expected(previous_hash, event)
         report.head_position = last_link_position or None
         report.head_hash = last_link_hash if last_link_position else None
-        _check_head(report, head, last_link_position, last_link_hash)
+        _check_head(report, head, last_link_position, last_link_hash, beyond_head)
         if anchor is not None:
             _check_anchor(report, store, connection, anchor)
     if progress:
         progress(report.events, total)
     return report
+
+
+def _link_hash_edited(finding: Finding) -> Finding:
+    """A content mismatch whose next link follows the recomputed hash: the event is as
+    chained, its link's stored hash is what was changed."""
+    return Finding(
+        "link_edited",
+        finding.position,
+        finding.stream_id,
+        finding.version,
+        finding.expected,
+        finding.found,
+        f"the link of event {finding.stream_id} v{finding.version} at position "
+        f"{finding.position} holds another hash than its event and the chain give (the "
+        "link was edited; the event is intact: the next link follows it)",
+    )
 
 
 class _StreamVersions:
@@ -317,7 +351,9 @@ def _merged(store: _Store, connection: Any) -> Iterator[tuple[int, Any, Any]]:
             chain_link = next(links, None)
 
 
-def _check(position: int, event: Any, chain_link: Any, previous_hash: str) -> Finding | None:
+def _check(
+    position: int, event: Any, chain_link: Any, previous_hash: str, previous_position: int
+) -> Finding | None:
     if chain_link is None:
         return Finding(
             "missing_link",
@@ -340,10 +376,36 @@ def _check(position: int, event: Any, chain_link: Any, previous_hash: str) -> Fi
             f"event {stream_name(stream)} v{version} at position {position} was deleted",
         )
     expected = _expected(previous_hash, event)
+    same_event = _stream(event[1]) == stream and int(event[2]) == version
     if expected == found:
-        return None
-    if _stream(event[1]) != stream or int(event[2]) != version:
+        if same_event:
+            return None
+        # The hash covers the event's own stream and version: the link's were rewritten.
+        return Finding(
+            "link_mismatch",
+            position,
+            stream_name(event[1]),
+            int(event[2]),
+            None,
+            None,
+            f"the link at position {position} names {stream_name(stream)} v{version}, but "
+            f"its hash is that of the event there, {stream_name(event[1])} v{int(event[2])} "
+            "(the link's stream or version was edited)",
+        )
+    if not same_event:
         kind, what = "reordered", "holds another event than the one linked"
+    elif position > previous_position + 1:
+        kind = "content_mismatch"
+        gone = (
+            f"position {previous_position + 1}"
+            if position == previous_position + 2
+            else f"positions {previous_position + 1}-{position - 1}"
+        )
+        what = (
+            f"does not follow the link before it, at position {previous_position}: what "
+            f"was at {gone} was deleted with its link (no stream follows it to name it), "
+            "or this event was edited"
+        )
     else:
         kind, what = (
             "content_mismatch",
@@ -409,7 +471,11 @@ def _expected(previous_hash: str, event: Any) -> str:
 
 
 def _check_head(
-    report: ChainReport, head: tuple[int, str] | None, last_position: int, last_hash: str
+    report: ChainReport,
+    head: tuple[int, str] | None,
+    last_position: int,
+    last_hash: str,
+    beyond_head: tuple[int, Any] | None = None,
 ) -> None:
     if head is None:
         if last_position:
@@ -429,6 +495,29 @@ def _check_head(
                 None,
                 f"the chain head is at position {position} but the log ends at {last_position}: "
                 "the newest events were cut off",
+            )
+        )
+    elif beyond_head is not None:
+        # Nothing is written after the head but with it (one transaction): links past it
+        # were added behind the service's back, or the head was moved back.
+        added, chain_link = beyond_head
+        name = stream_name(chain_link[1])
+        report.findings.append(
+            Finding(
+                "head_mismatch",
+                added,
+                name,
+                int(chain_link[2]),
+                found,
+                last_hash,
+                f"the log goes on past the chain head (position {position}): event {name} "
+                f"v{int(chain_link[2])} at position {added}"
+                + (
+                    f" and the links up to position {last_position}"
+                    if last_position > added
+                    else ""
+                )
+                + " were added after it, or the head was moved back",
             )
         )
     elif position != last_position or found != last_hash:

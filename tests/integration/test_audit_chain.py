@@ -740,3 +740,82 @@ def test_two_events_swapped_between_positions_are_reordered_not_deleted(store: R
         ("reordered", first.position),
         ("reordered", second.position),
     ]
+
+
+# Findings an audit found misnamed (2026-12-07) ---------------------------------------------
+
+
+def test_the_last_event_of_a_stream_deleted_with_its_link_is_named_by_its_position(
+    store: RawStore,
+) -> None:
+    """No later event of its stream skips a version, so nothing names the stream; the next
+    link blamed an intact event of another stream. The gap in the chain's positions names
+    where the deleted event was."""
+    rows = store.rows()
+    last_of = {row.stream: row for row in rows}
+    target = next(
+        row for row in rows[:-1] if last_of[row.stream] is row and row.position > rows[0].position
+    )
+    after = next(row for row in rows if row.position > target.position)
+    store.delete_events([target.position], with_links=True)
+
+    report = verify_chain(store.url)
+    assert [(f.kind, f.position) for f in report.findings] == [("content_mismatch", after.position)]
+    assert f"what was at position {target.position} was deleted with its link" in (
+        report.findings[0].message
+    )
+
+
+def test_a_links_stream_and_version_rewritten_is_a_link_mismatch_not_a_deletion(
+    store: RawStore,
+) -> None:
+    """The link's hash covers its event's own stream and version: a link naming another
+    stream was reported as that stream's versions "deleted with their link"."""
+    rows = store.rows()
+    streams = Counter(row.stream for row in rows)
+    busy = max(streams, key=lambda stream: streams[stream])
+    target = next(row for row in rows if row.stream != busy)
+    store.run(
+        "UPDATE event_chain SET stream_id = ?, version = ? WHERE position = ?",
+        (busy, streams[busy] + 3, target.position),
+    )
+    report = verify_chain(store.url)
+    assert [(f.kind, f.position, f.stream_id, f.version) for f in report.findings] == [
+        ("link_mismatch", target.position, named(target.stream), target.version)
+    ]
+    assert f"names {named(busy)} v{streams[busy] + 3}" in report.findings[0].message
+
+
+def test_a_links_hash_rewritten_is_named_once_as_the_edited_link(store: RawStore) -> None:
+    """The next link still follows the hash its event gives: only the edited link is
+    named (the next, intact event was blamed too)."""
+    rows = store.rows()
+    target = rows[len(rows) // 2]
+    kept = store.links()[target.position][2]
+    store.run("UPDATE event_chain SET hash = ? WHERE position = ?", ("0" * 64, target.position))
+    report = verify_chain(store.url)
+    assert [(f.kind, f.position, f.stream_id, f.version) for f in report.findings] == [
+        ("link_edited", target.position, named(target.stream), target.version)
+    ]
+    assert (report.findings[0].expected, report.findings[0].found) == (kept, "0" * 64)
+
+
+def test_an_event_and_link_added_past_the_head_are_named(store: RawStore) -> None:
+    """Linked correctly, but the head left where it was: the finding names the event."""
+    head = store.head()
+    assert head is not None
+    inserted = slip_in_an_event(store)
+    store.run(
+        "INSERT INTO event_chain (position, stream_id, version, hash) VALUES (?, ?, ?, ?)",
+        (
+            inserted.position,
+            inserted.stream,
+            1,
+            link(head[1], inserted.position, inserted.stream, 1, inserted.topic, inserted.state),
+        ),
+    )
+    report = verify_chain(store.url)
+    assert [(f.kind, f.position, f.stream_id, f.version) for f in report.findings] == [
+        ("head_mismatch", inserted.position, named(inserted.stream), 1)
+    ]
+    assert f"past the chain head (position {head[0]})" in report.findings[0].message
