@@ -44,6 +44,7 @@ from api.errors import (
 )
 from api.idempotency import IdempotencyMiddleware, IdempotencyStore
 from api.middleware import RateLimits, RequestContext
+from api.reads import ReportReads, reports_db
 from api.schemas import (
     Allocation,
     EquityMark,
@@ -244,9 +245,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         replica = (
             Database(settings.propledger_replica_url) if settings.propledger_replica_url else None
         )
-        app.state.reports_db = replica or database
-        app.state.reports_runner = (
-            ProjectionRunner(ledger, replica, default_projections()) if replica else runner
+        app.state.reads = ReportReads(
+            database,
+            runner,
+            replica,
+            ProjectionRunner(ledger, replica, default_projections()) if replica else None,
         )
         app.state.runner = runner
         app.state.jwt_secret = settings.jwt_secret()
@@ -339,12 +342,14 @@ def _own_account(principal: Principal, account: TradingAccount) -> None:
 
 
 def _wait_for_projections(request: Request) -> int:
-    """Reads from projections reflect every event recorded before the request arrived."""
+    """Reads from projections reflect every event recorded before the request arrived:
+    waits until the projections of the database read from (the read replica when one is
+    configured and reachable, else the primary) have reached the log's position now; the
+    reads go to that database (`reports_db`)."""
     position = _ledger(request).position()
-    # The projections as the reports' database sees them: the primary, or the read
-    # replica when one is configured (replication lag counts like projection lag).
-    runner: ProjectionRunner = request.app.state.reports_runner
-    if not runner.wait_for(position, timeout=READ_WAIT_SECONDS):
+    reads: ReportReads = request.app.state.reads
+    request.state.reports_db = reads.wait(position, timeout=READ_WAIT_SECONDS)
+    if request.state.reports_db is None:
         raise ApiError(
             503,
             "projections_behind",
@@ -504,7 +509,7 @@ def _routes(app: FastAPI) -> None:
             raise NotFound(f"trader {trader_id} not found", code="unknown_trader")
         _forbidden_to_trader(principal, trader_id, "accounts")
         position = _wait_for_projections(request)
-        accounts = trader_accounts(request.app.state.reports_db, trader_id)
+        accounts = trader_accounts(reports_db(request), trader_id)
         return JSONResponse({"trader_id": trader_id, "accounts": accounts, "position": position})
 
     @app.get("/v1/accounts/{account_id}/events", tags=["accounts"])
@@ -571,7 +576,7 @@ def _money_routes(app: FastAPI) -> None:
         asked_at = datetime.now(UTC).isoformat()
         position = _wait_for_projections(request)
         balance = trial_balance(
-            request.app.state.reports_db,
+            reports_db(request),
             instant,
             until_position=position if instant is None else None,
         )
@@ -595,14 +600,14 @@ def _money_routes(app: FastAPI) -> None:
             )
         code = account if account is not None else account_code
         position = _wait_for_projections(request)
-        lines = entry_lines(request.app.state.reports_db, account=code, after=after, limit=limit)
+        lines = entry_lines(reports_db(request), account=code, after=after, limit=limit)
         next_after = lines[-1]["cursor"] if len(lines) == limit else None
         return JSONResponse({"entries": lines, "next_after": next_after, "position": position})
 
     @app.get("/v1/payments/unallocated", tags=["payments"])
     def get_unallocated(request: Request, _: FinanceOrAuditor) -> JSONResponse:
         position = _wait_for_projections(request)
-        payments = unallocated(request.app.state.reports_db)
+        payments = unallocated(reports_db(request))
         return JSONResponse({"payments": payments, "position": position})
 
     @app.post("/v1/payments/{payment_id}/allocate", tags=["payments"])
@@ -836,7 +841,7 @@ def _payout_routes(app: FastAPI) -> None:
         since, until = parse_range(from_, to)
         position = _wait_for_projections(request)
         rows = list_payouts(
-            request.app.state.reports_db,
+            reports_db(request),
             status=status,
             requested_from=since,
             requested_to=until,
@@ -863,7 +868,7 @@ def _payout_routes(app: FastAPI) -> None:
         since, until = parse_range(from_, to)
         position = _wait_for_projections(request)
         report = payout_report(
-            request.app.state.reports_db,
+            reports_db(request),
             since,
             until,
             parse_as_of(as_of) if as_of is not None else None,
@@ -897,7 +902,7 @@ def _payout_routes(app: FastAPI) -> None:
         since, until = parse_range(from_, to)
         position = _wait_for_projections(request)
         rows = profit_splits(
-            request.app.state.reports_db,
+            reports_db(request),
             since,
             until,
             parse_as_of(as_of) if as_of is not None else None,
@@ -933,5 +938,5 @@ def _audit_routes(app: FastAPI) -> None:
         to: Annotated[str | None, Query(max_length=40)] = None,
     ) -> JSONResponse:
         start, end = parse_range(from_, to)
-        report = period_report(request.app.state.reports_db, start, end)
+        report = period_report(reports_db(request), start, end)
         return JSONResponse({"from": with_plus(from_), "to": with_plus(to), **report})

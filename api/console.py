@@ -49,12 +49,12 @@ from api.console_web import (
     page,
     poster,
     problem,
-    reports_db,
     secure_cookies,
     viewer,
     wait_for_projections,
 )
 from api.errors import ApiError
+from api.reads import reports_db
 from api.views import account_state, event_view, plain
 from domain.errors import NotFound
 from projections.console import breaches_between, find_accounts, recent_passes, risk_board

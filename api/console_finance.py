@@ -24,10 +24,10 @@ from api.console_web import (
     page,
     poster,
     problem,
-    reports_db,
     viewer,
     wait_for_projections,
 )
+from api.reads import reports_db
 from api.schemas import Allocation, PaidMark, Rejection
 from domain.errors import Conflict, DomainError, NotFound
 from domain.payout import FourEyes, PayoutRefused

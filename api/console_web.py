@@ -28,9 +28,8 @@ from api.console_auth import (
     read_form,
     same_origin,
 )
+from api.reads import ReportReads
 from ledger.app import PropLedger
-from projections.runner import ProjectionRunner
-from projections.store import Database
 
 READ_WAIT_SECONDS = 10.0
 
@@ -53,11 +52,6 @@ _NAV = (
 def ledger_of(request: Request) -> PropLedger:
     ledger: PropLedger = request.app.state.ledger
     return ledger
-
-
-def reports_db(request: Request) -> Database:
-    database: Database = request.app.state.reports_db
-    return database
 
 
 def secure_cookies(request: Request) -> bool:
@@ -244,8 +238,9 @@ def wait_for_projections(request: Request, session: Session | None) -> int:
     """Projection-backed pages show every event recorded before the request arrived
     (DESIGN.md): the same bounded wait as the API's reports, else a 503 page."""
     position = ledger_of(request).position()
-    runner: ProjectionRunner = request.app.state.reports_runner
-    if not runner.wait_for(position, timeout=READ_WAIT_SECONDS):
+    reads: ReportReads = request.app.state.reads
+    request.state.reports_db = reads.wait(position, timeout=READ_WAIT_SECONDS)
+    if request.state.reports_db is None:
         raise ConsoleReply(
             problem(
                 request,

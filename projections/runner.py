@@ -119,12 +119,19 @@ class ProjectionRunner:
     def lowest_position(self) -> int:
         return min(self.positions().values())
 
-    def wait_for(self, position: int, timeout: float = 10.0) -> bool:
-        """Blocks until every projection has processed the log up to `position`."""
+    def wait_for(
+        self, position: int, timeout: float = 10.0, *, connect_timeout: float | None = None
+    ) -> bool:
+        """Blocks until every projection has processed the log up to `position`. The wait
+        for a pooled connection is bounded too (by `connect_timeout`, and by what is left
+        of `timeout`): a database that cannot be reached raises within it (PoolTimeout),
+        not after the pool's own 30 s."""
         deadline = time.monotonic() + timeout
         delay = 0.005
         while True:
-            if self.lowest_position() >= position:
+            left = max(0.1, deadline - time.monotonic())
+            bound = left if connect_timeout is None else min(left, connect_timeout)
+            if min(self.positions(timeout=bound).values()) >= position:
                 return True
             if time.monotonic() >= deadline:
                 return False

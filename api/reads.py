@@ -1,0 +1,91 @@
+"""Where reports and listings are read: the read replica when one is configured and can be
+reached, else the primary.
+
+A request waits (bounded) until the projections it reads have reached the log position
+of its arrival (DESIGN: reports reflect every event recorded before the request). With a
+replica, replication lag counts like projection lag. A replica that cannot be reached is
+not waited on for the pool's 30 s at every request: the request reads from the primary
+(always current) and the replica is left alone for a while, then tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from fastapi import Request
+
+from api.errors import store_unreachable
+from projections.runner import ProjectionRunner
+from projections.store import Database
+
+logger = logging.getLogger(__name__)
+
+REPLICA_PROBE_SECONDS = 2.0  # the wait for a replica connection before reading the primary
+REPLICA_RETRY_SECONDS = 30.0  # how long an unreachable replica is left alone
+
+
+class ReportReads:
+    def __init__(
+        self,
+        primary: Database,
+        primary_runner: ProjectionRunner,
+        replica: Database | None = None,
+        replica_runner: ProjectionRunner | None = None,
+    ) -> None:
+        self.primary, self.primary_runner = primary, primary_runner
+        self.replica, self.replica_runner = replica, replica_runner
+        self._lock = threading.Lock()
+        self._replica_down_until = 0.0
+
+    def current(self) -> Database:
+        """The database to read from now, without waiting for any position."""
+        replica = self._usable_replica()
+        return self.primary if replica is None else replica[0]
+
+    def wait(self, position: int, timeout: float) -> Database | None:
+        """The database whose projections have reached `position`, waiting at most
+        `timeout` seconds; None when they have not (the caller answers 503)."""
+        deadline = time.monotonic() + timeout
+        replica = self._usable_replica()
+        if replica is not None:
+            database, runner = replica
+            try:
+                reached = runner.wait_for(
+                    position, timeout=timeout, connect_timeout=REPLICA_PROBE_SECONDS
+                )
+            except Exception as error:
+                if not store_unreachable(error):
+                    raise
+                self._replica_unreachable(error)
+            else:
+                return database if reached else None
+        remaining = max(0.0, deadline - time.monotonic())
+        return self.primary if self.primary_runner.wait_for(position, timeout=remaining) else None
+
+    def _usable_replica(self) -> tuple[Database, ProjectionRunner] | None:
+        if self.replica is None or self.replica_runner is None:
+            return None
+        if time.monotonic() < self._replica_down_until:
+            return None
+        return self.replica, self.replica_runner
+
+    def _replica_unreachable(self, error: BaseException) -> None:
+        with self._lock:
+            self._replica_down_until = time.monotonic() + REPLICA_RETRY_SECONDS
+        logger.warning(
+            "the read replica cannot be reached (%s): reading from the primary for %.0f s",
+            error,
+            REPLICA_RETRY_SECONDS,
+        )
+
+
+def reports_db(request: Request) -> Database:
+    """The database this request's reads go to: the one its wait settled on, else the
+    one to read from now."""
+    chosen: Database | None = getattr(request.state, "reports_db", None)
+    if chosen is not None:
+        return chosen
+    reads: ReportReads = request.app.state.reads
+    return reads.current()
