@@ -68,11 +68,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if applied:
         print(f"propledger: applied migrations {', '.join(applied)}", file=sys.stderr)
     if args.demo:
-        _serve_demo(settings, f"http://{args.host}:{args.port}")
+        _serve_demo(settings, _base_url(args.host, args.port))
     where = sqlite_path(settings.database_url)
     store = f"SQLite file {where}" if where else "PostgreSQL"
     print(
-        f"propledger: serving on http://{args.host}:{args.port} (docs at /docs), "
+        f"propledger: serving on {_base_url(args.host, args.port)} (docs at /docs), "
         f"event store: {store}, projections: {settings.propledger_projections}",
         file=sys.stderr,
     )
@@ -117,16 +117,24 @@ def _check_can_listen(host: str, port: int) -> None:
             ) from None
 
 
+def _base_url(host: str, port: int) -> str:
+    """Where `serve` answers, as a URL: an IPv6 address goes in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from api.auth import mint_token
 
+    if "trader" in args.roles and not args.trader_id:
+        args.parser.error("a trader token needs --trader-id")  # exit 2, before any key is made
     settings = _settings()
-    roles = [role.strip() for role in args.roles.split(",") if role.strip()]
-    if not roles:
-        raise SystemExit(f"propledger token: --roles names no role ({args.roles!r})")
     try:
         token = mint_token(
-            settings.jwt_secret(), sub=args.sub, roles=roles, trader_id=args.trader_id, ttl=args.ttl
+            settings.jwt_secret(),
+            sub=args.sub,
+            roles=args.roles,
+            trader_id=args.trader_id,
+            ttl=args.ttl,
         )
     except ValueError as error:
         raise SystemExit(f"propledger token: {error}") from None
@@ -381,21 +389,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except OSError as error:
         raise SystemExit(f"propledger replay: {error}") from None
     try:
+        # The store's own errors (an unwritable directory...) are its own, not the file's.
         migrate(settings.database_url)
         read_models = [table for p in default_projections() for table, _ in p.tables]
-        count = replay_log(
-            settings.database_url,
-            handle,
-            read_models=read_models,
-            progress=_progress("replay"),
-        )
-    except ReplayError as error:
-        raise SystemExit(f"propledger replay: {error}") from None
-    except (OSError, ValueError) as error:
-        source = "standard input" if args.input == "-" else args.input
-        raise SystemExit(
-            f"propledger replay: {source} is not a propledger export (JSON Lines): {error}"
-        ) from None
+        try:
+            count = replay_log(
+                settings.database_url,
+                handle,
+                read_models=read_models,
+                progress=_progress("replay"),
+            )
+        except ReplayError as error:
+            raise SystemExit(f"propledger replay: {error}") from None
+        except (OSError, ValueError) as error:
+            source = "standard input" if args.input == "-" else args.input
+            raise SystemExit(
+                f"propledger replay: {source} is not a propledger export (JSON Lines): {error}"
+            ) from None
     finally:
         if handle is not sys.stdin:
             handle.close()
@@ -563,6 +573,22 @@ def _nonblank(text: str) -> str:
     return text.strip()
 
 
+def _roles(text: str) -> list[str]:
+    """`--roles`: known roles, comma-separated (refused here, before a development key is
+    generated for a token that would never be printed)."""
+    from api.auth import ROLES
+
+    roles = [role.strip() for role in text.split(",") if role.strip()]
+    if not roles:
+        raise argparse.ArgumentTypeError("names no role")
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown roles: {', '.join(unknown)}; roles are {', '.join(ROLES)}"
+        )
+    return roles
+
+
 def _token_name(text: str) -> str:
     """A token's `sub` or `trader_id`: what the API would accept in one."""
     from api.auth import name_problem
@@ -609,13 +635,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--sub", required=True, type=_token_name, help="who the token names (recorded as actor)"
     )
     token.add_argument(
-        "--roles", required=True, type=_nonblank, help="comma-separated: admin,finance,..."
+        "--roles", required=True, type=_roles, help="comma-separated: admin,finance,..."
     )
     token.add_argument(
         "--trader-id", default=None, type=_token_name, help="for trader tokens: the trader's id"
     )
     token.add_argument("--ttl", type=_positive, default=3600, help="seconds until it expires")
-    token.set_defaults(run=cmd_token)
+    token.set_defaults(run=cmd_token, parser=token)
 
     migrate_cmd = commands.add_parser("migrate", help="apply pending schema migrations")
     migrate_cmd.set_defaults(run=cmd_migrate)
@@ -725,6 +751,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     label = " ".join(word for word in words if isinstance(word, str))
     try:
         result: int = args.run(args)
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, not the traceback of wherever it landed; what was committed
+        # stays committed (every command writes whole transactions).
+        print(f"propledger {label}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader went away (`propledger export --output - | head`): stop quietly, as
         # other tools do, and keep Python from complaining again when it flushes at exit.

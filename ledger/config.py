@@ -118,11 +118,23 @@ def database_url_to_env(url: str) -> dict[str, str]:
     """The eventsourcing persistence settings for a `sqlite:///` or `postgresql://` URL."""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
+        if parts.netloc or not url.partition(":")[2].startswith("///"):
+            # sqlite://var/x.db dropped "var" and served a new ./x.db; sqlite:x.db and
+            # sqlite:/x.db were both ./x.db.
+            raise ValueError(
+                f"an SQLite URL is sqlite:/// and the file's path, got {url!r}: "
+                "sqlite:///./var/propledger.db (relative) or sqlite:////srv/propledger.db"
+            )
         path = unquote(parts.path)
         # sqlite:///./var/x.db -> ./var/x.db ; sqlite:////abs/x.db -> /abs/x.db
         path = path[1:] if path.startswith("/") else path
         if not path:
             raise ValueError("an SQLite URL needs a file path: sqlite:///./var/propledger.db")
+        if path == ":memory:" or path.startswith("file:"):
+            # Each connection would get a database of its own, gone when it closes.
+            raise ValueError(
+                f"an SQLite URL needs a file path, got {path!r}: sqlite:///./var/propledger.db"
+            )
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path,

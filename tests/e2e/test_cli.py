@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -129,10 +130,14 @@ def test_a_trader_token_carries_its_trader_id_and_ttl(tmp_path: Path) -> None:
 )
 def test_a_bad_token_request_fails_with_a_plain_error(tmp_path: Path, args: tuple[str]) -> None:
     done = run_cli("token", *args, cwd=tmp_path, env={"PROPLEDGER_JWT_SECRET": CLI_SECRET})
-    assert done.returncode != 0
+    assert done.returncode == 2  # refused as a bad option (README), not exit 1
     assert done.stdout == ""
     assert "propledger token:" in done.stderr
     assert "Traceback" not in done.stderr
+    # Refused before anything is made: no development key for a token never printed.
+    again = run_cli("token", *args, cwd=tmp_path)
+    assert again.returncode == 2, again.stderr
+    assert not (tmp_path / "var").exists()
 
 
 # migrate ------------------------------------------------------------------------------
@@ -279,6 +284,55 @@ def test_verify_of_an_empty_postgresql_database_says_so_and_migrates_nothing(
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
             ).fetchone()
         assert tables == (0,)
+
+
+def test_replay_into_a_store_that_cannot_be_made_blames_the_store_not_the_file(
+    tmp_path: Path,
+) -> None:
+    export = tmp_path / "log.jsonl"
+    env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(tmp_path / "source.db")}
+    assert run_cli("migrate", cwd=tmp_path, env=env).returncode == 0
+    assert run_cli("export", "--output", str(export), cwd=tmp_path, env=env).returncode == 0
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(blocker / "sub" / "target.db")}
+    done = run_cli("replay", "--input", str(export), cwd=tmp_path, env=env)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "is not a propledger export" not in done.stderr, done.stderr
+    assert str(blocker) in done.stderr
+
+
+def test_ctrl_c_stops_a_long_command_with_one_line(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PROPLEDGER_")}
+    env["PROPLEDGER_DATABASE_URL"] = sqlite_file_url(tmp_path / "demo.db")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "demo", "--traders", "3000", "--days", "60"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert demo.stderr is not None
+        seen = demo.stderr.readline()  # its first progress line: well inside the work
+        assert seen, "demo ended before saying anything"
+        demo.send_signal(signal.SIGINT)
+        rest = demo.stderr.read()
+        assert demo.wait(timeout=60) == 130
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert "Traceback" not in rest, rest
+    assert "propledger demo: interrupted" in rest
+
+
+def test_serve_names_an_ipv6_host_in_brackets() -> None:
+    from api.cli import _base_url
+
+    assert _base_url("::1", 8000) == "http://[::1]:8000"
+    assert _base_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
 
 
 def test_replay_of_a_missing_or_non_json_input_creates_no_store(tmp_path: Path) -> None:

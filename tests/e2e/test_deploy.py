@@ -35,6 +35,8 @@ def env_names(doc: dict[str, Any]) -> dict[str, Any]:
 def test_the_manifests_run_migrations_api_workers_and_a_disruption_budget() -> None:
     found = manifests()
     assert container(found["Job/propledger-migrate"])["args"] == ["migrate"]
+    # Re-applied before each rollout: a finished Job must be gone (its template is fixed).
+    assert found["Job/propledger-migrate"]["spec"]["ttlSecondsAfterFinished"] > 0
     api = found["Deployment/propledger-api"]
     assert container(api)["readinessProbe"]["httpGet"]["path"] == "/health"
     # Not /health (it checks the store): a database outage must not restart every pod.
@@ -45,6 +47,8 @@ def test_the_manifests_run_migrations_api_workers_and_a_disruption_budget() -> N
     assert container(workers)["args"] == ["project"]
     assert found["PodDisruptionBudget/propledger-api"]["spec"]["minAvailable"] >= 1
     for doc in (api, workers, found["Job/propledger-migrate"]):
+        # `:latest` is pulled Always by default: an image loaded into the cluster never ran.
+        assert container(doc)["imagePullPolicy"] == "IfNotPresent"
         secret = env_names(doc)["PROPLEDGER_JWT_SECRET"]["valueFrom"]["secretKeyRef"]
         assert secret["name"] == "propledger"
     dockerfile = (ROOT / "Dockerfile").read_text()

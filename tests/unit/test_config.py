@@ -130,3 +130,28 @@ def test_a_rate_limit_below_one_request_in_four_seconds_still_lets_requests_thro
     assert buckets.take("someone", platform=False) == 0.0  # the first request passes
     wait = buckets.take("someone", platform=False)
     assert 19.0 < wait <= 20.0  # then one every 20 s, and Retry-After says so
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://var/propledger.db",  # the host part was dropped: a new ./propledger.db
+        "sqlite:/x.db",
+        "sqlite:x.db",
+        "sqlite:///:memory:",  # a database per connection, gone when it closes
+        "sqlite:///file:x.db?mode=memory",
+    ],
+)
+def test_an_sqlite_url_must_name_a_file_after_three_slashes(url: str) -> None:
+    from ledger.config import database_url_to_env
+
+    with pytest.raises(ValueError, match="SQLite URL"):
+        database_url_to_env(url)
+
+
+def test_an_sqlite_url_names_a_relative_or_an_absolute_file() -> None:
+    from ledger.config import database_url_to_env
+
+    assert database_url_to_env("sqlite:///./var/x.db")["SQLITE_DBNAME"] == "./var/x.db"
+    assert database_url_to_env("sqlite:///x.db")["SQLITE_DBNAME"] == "x.db"
+    assert database_url_to_env("sqlite:////srv/x.db")["SQLITE_DBNAME"] == "/srv/x.db"
