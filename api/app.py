@@ -262,6 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Live streams (api/stream.py) and the projection workers wake on the log watcher:
         # LISTEN/NOTIFY on PostgreSQL (polling stays only as a fallback), polling on SQLite.
         app.state.streams.start(ledger, settings.database_url)
+        app.state.streams.end_streams_on_exit_signals()
         if settings.propledger_projections == "inprocess":
             app.state.streams.watcher.subscribe(lambda _latest: runner.wake())
             listening = app.state.streams.watcher.mode == "listen"

@@ -29,6 +29,7 @@ import inspect
 import json
 import logging
 import re
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -71,6 +72,7 @@ MAX_TYPES = 50
 CLOSE_SLOW_CONSUMER = 4408
 CLOSE_UNAVAILABLE = 1011
 CLOSE_TOKEN_EXPIRED = 4401
+CLOSE_GOING_AWAY = 1001  # RFC 6455: the server is going down
 
 
 def _event_names(aggregate: type) -> frozenset[str]:
@@ -441,6 +443,12 @@ TOKEN_EXPIRED = Ending(
     CLOSE_TOKEN_EXPIRED,
 )
 
+SHUTTING_DOWN = Ending(
+    "shutting_down",
+    "the server is stopping; reconnect (to another server) with after=resume_after",
+    CLOSE_GOING_AWAY,
+)
+
 
 class Transport(Protocol):
     async def ready(self, position: int, filters: Filters) -> None: ...
@@ -492,6 +500,7 @@ class StreamSession:
             group.start_soon(self._watch_client, transport, group)
             if self.expires_at is not None:
                 group.start_soon(self._expire, self.expires_at, group)
+            group.start_soon(self._until_shutdown, group)
             try:
                 await self._write(transport)
             except _CLIENT_GONE as error:
@@ -502,6 +511,11 @@ class StreamSession:
         await anyio.sleep(max(0.0, at - time.time()))
         if self.ending is None:
             await self._end(TOKEN_EXPIRED, group)
+
+    async def _until_shutdown(self, group: TaskGroup) -> None:
+        await self.hub.closing.wait()
+        if self.ending is None:
+            await self._end(SHUTTING_DOWN, group)
 
     async def _watch_client(self, transport: Transport, group: TaskGroup) -> None:
         try:
@@ -704,12 +718,46 @@ class StreamHub:
         self.watcher: LogWatcher = LogWatcher(lambda: 0)
         self.open_streams = 0
         self._read_limiter: anyio.CapacityLimiter | None = None
+        self._closing: asyncio.Event | None = None
 
     @property
     def read_limiter(self) -> anyio.CapacityLimiter:
         if self._read_limiter is None:  # made inside the event loop
             self._read_limiter = anyio.CapacityLimiter(self.config.read_concurrency)
         return self._read_limiter
+
+    @property
+    def closing(self) -> asyncio.Event:
+        """Set when the server is stopping: every stream ends with a cutoff."""
+        if self._closing is None:  # made inside the event loop
+            self._closing = asyncio.Event()
+        return self._closing
+
+    def close_streams(self) -> None:
+        """Ends every open stream with a `shutting_down` cutoff (in the event loop)."""
+        self.closing.set()
+
+    def end_streams_on_exit_signals(self) -> None:
+        """Called in the event loop at start-up: SIGTERM and SIGINT, as the server handles
+        them, end every open stream first with a cutoff, so clients learn where to resume
+        and the server need not wait out its graceful-shutdown timeout, then cancel them.
+        Only in the main thread (where the server listens for signals); the server
+        restores its own handlers when it stops."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(number)
+            if not callable(previous):
+                continue
+
+            def handler(
+                signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous
+            ) -> None:
+                loop.call_soon_threadsafe(self.close_streams)
+                previous(signum, frame)
+
+            signal.signal(number, handler)
 
     def start(self, ledger: Any, database_url: str) -> None:
         redact_tokens_in_server_logs()

@@ -162,14 +162,23 @@ def test_the_server_stops_promptly_on_sigterm_with_a_stream_open(
     ):
         lines = response.iter_lines()
         assert next(lines) == ": ready"
+        assert next(lines) == "retry: 2000"
+        position = next(lines)  # `id: N`, the position to resume after
+        assert position.startswith("id: ")
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        # uvicorn gives open streams 5 s (`timeout_graceful_shutdown`), cancels them, runs
-        # the lifespan's shutdown and re-raises the signal.
+        # The stream ends with a cutoff that says where to resume (it was dropped after
+        # uvicorn's 5 s `timeout_graceful_shutdown`, with no word); then the lifespan's
+        # shutdown runs and the signal is re-raised.
+        rest = [line for line in lines if line and not line.startswith(":")]
+        assert rest[0] == "event: cutoff"
+        cutoff = json.loads(next(line for line in rest if line.startswith("data: "))[6:])
+        assert (cutoff["code"], cutoff["resume_after"]) == ("shutting_down", int(position[4:]))
         assert process.wait(15) in (0, -signal.SIGTERM)
         assert time.monotonic() - started < 10
     log = process.log_path.read_text()
     assert "Application shutdown complete" in log
+    assert "timeout graceful shutdown exceeded" not in log
     assert "GET /v1/stream" in log
     assert "WebSocket /v1/stream" in log
     assert "token=[redacted]" in log
