@@ -1262,6 +1262,14 @@ def _external_id(value: Any, field_name: str) -> str:
             code="invalid_input",
             details={"field": field_name},
         )
+    if not value.isprintable():
+        # A newline or a right-to-left override in an id shows in reports, CSVs and the
+        # console as something else than what is stored (trader ids refused them already).
+        raise InvalidInput(
+            f"{field_name} must be printable text (no control or formatting characters)",
+            code="invalid_input",
+            details={"field": field_name},
+        )
     if field_name == "trader_id" and not journal.is_trader_id(value):
         raise InvalidInput(
             "trader_id must be printable text (no control characters, no '/', not ending "

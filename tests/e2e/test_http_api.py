@@ -456,6 +456,11 @@ def test_platform_and_auditor_may_not_purchase(client: TestClient, program_id: s
         {"currency": "XXX"},
         {"method": "card"},
         {"coupon": "FREE"},
+        # Ids are printable text, as trader ids are: a newline or a right-to-left override
+        # shows in reports and CSVs as something else than what is stored.
+        {"purchase_id": "pur-line\nbreak"},
+        {"purchase_id": "pur-\u202eright-to-left"},
+        {"purchase_id": "pur-\ttab"},
     ],
     ids=lambda change: json.dumps(change),
 )
