@@ -264,9 +264,15 @@ class Payment(Aggregate):
         return due
 
     def change_dispute(self, dispute_id: str, status: str, source_event: str) -> bool:
-        """A dispute opened or closed. A closed dispute stays closed whatever arrives later."""
+        """A dispute opened or closed. A closed dispute stays closed whatever arrives later,
+        and a lost one stays lost: two closings that disagree end lost in either order
+        (the last one won before, so the order decided the trader's suspension)."""
         current = self.disputes.get(dispute_id)
-        if current == status or (current in (DISPUTE_WON, DISPUTE_LOST) and status == DISPUTE_OPEN):
+        if (
+            current == status
+            or (current in (DISPUTE_WON, DISPUTE_LOST) and status == DISPUTE_OPEN)
+            or (current == DISPUTE_LOST and status == DISPUTE_WON)
+        ):
             return False
         self.trigger_event(
             self.DisputeChanged, dispute_id=dispute_id, status=status, source_event=source_event

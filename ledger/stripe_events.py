@@ -219,10 +219,26 @@ def _dispute_created(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
     )
 
 
+# A closed dispute's `status`: only a lost dispute keeps the trader suspended; won, an
+# inquiry closed with a warning, one prevented, or one ended by refunding the charge all
+# reinstate. Anything else (missing, a status of a dispute still open, a word Stripe does
+# not send) is refused: read as "won", it lifted a fraud suspension.
+_CLOSED_NOT_LOST = frozenset({"won", "warning_closed", "prevented", "charge_refunded"})
+
+
 def _dispute_closed(obj: dict[str, Any], base: dict[str, Any]) -> StripeFact:
-    # Only a lost dispute keeps the trader suspended; won, an inquiry closed with a warning,
-    # or a dispute ended by refunding the charge all reinstate.
-    status = DISPUTE_LOST if obj.get("status") == "lost" else DISPUTE_WON
+    raw = obj.get("status")
+    if raw == "lost":
+        status = DISPUTE_LOST
+    elif raw in _CLOSED_NOT_LOST:
+        status = DISPUTE_WON
+    else:
+        raise InvalidInput(
+            f"a closed dispute's status must be 'lost' or one of "
+            f"{', '.join(sorted(_CLOSED_NOT_LOST))}, got {raw!r}",
+            code="invalid_event",
+            details={"field": "data.object.status"},
+        )
     return StripeFact(
         kind=DISPUTE,
         payment_ref=_dispute_ref(obj),

@@ -848,6 +848,46 @@ def test_a_lost_dispute_keeps_the_trader_suspended_until_an_admin_reinstates(
     assert statuses(client, trader_id) == ["active", "active"]
 
 
+@pytest.mark.parametrize("status", [None, "", "LOST", "bogus", 5, "needs_response", "under_review"])
+def test_a_closed_dispute_whose_status_cannot_be_read_is_refused_and_keeps_the_suspension(
+    client: TestClient, program_id: str, status: Any
+) -> None:
+    """Anything but "lost" read as won: a dispute closed with a status Stripe never sends
+    for a closed dispute (or none) lifted the trader's fraud suspension."""
+    trader_id, payment = open_two_accounts(client, program_id)
+    dispute_id = sp.new_id("dp_")
+    delivered(client, payment.dispute_event("charge.dispute.created", dispute_id))
+    closed = payment.dispute_event("charge.dispute.closed", dispute_id, status="won")
+    if status is None:
+        del closed["data"]["object"]["status"]
+    else:
+        closed["data"]["object"]["status"] = status
+
+    response = deliver(client, closed)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_event"
+    assert response.json()["error"]["details"] == {"field": "data.object.status"}
+    assert trader(client, trader_id)["status"] == "suspended"
+    assert statuses(client, trader_id) == ["suspended", "suspended"]
+
+
+@pytest.mark.parametrize("order", [("won", "lost"), ("lost", "won")])
+def test_two_closings_of_one_dispute_that_disagree_end_lost_in_either_order(
+    client: TestClient, program_id: str, order: tuple[str, str]
+) -> None:
+    """The last one decided before: won then lost suspended the trader, lost then won
+    reinstated them (DESIGN: every order ends in the same state)."""
+    trader_id, payment = open_two_accounts(client, program_id)
+    dispute_id = sp.new_id("dp_")
+    delivered(client, payment.dispute_event("charge.dispute.created", dispute_id))
+    for status in order:
+        delivered(client, payment.dispute_event("charge.dispute.closed", dispute_id, status=status))
+    assert trader(client, trader_id)["status"] == "suspended"
+    assert trader(client, trader_id)["disputes"] == {dispute_id: "lost"}
+    assert statuses(client, trader_id) == ["suspended", "suspended"]
+
+
 def test_a_dispute_closed_before_its_creation_arrives_leaves_the_trader_active(
     client: TestClient, program_id: str
 ) -> None:
@@ -1365,7 +1405,8 @@ def test_a_dispute_event_without_a_usable_dispute_id_is_refused_and_changes_noth
 ) -> None:
     payment = challenge(uid("trader-"), program_id)
     delivered(client, payment.checkout_completed())
-    payload = payment.dispute_event(event_type, sp.new_id("dp_"))
+    status = "won" if event_type == "charge.dispute.closed" else "needs_response"
+    payload = payment.dispute_event(event_type, sp.new_id("dp_"), status=status)
     if bad_id is None:
         del payload["data"]["object"]["id"]
     else:
