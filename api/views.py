@@ -73,9 +73,12 @@ def trader_view(trader: Trader) -> dict[str, Any]:
         {
             "trader_id": trader.trader_id,
             "status": trader.status,
+            # Balances that are not zero: a currency whose deposits were all refunded
+            # showed 0.00 in some delivery orders and nothing in others.
             "wallet": [
-                {"currency": currency, "balance": trader.wallet_balance(currency).amount}
+                {"currency": currency, "balance": balance.amount}
                 for currency in sorted(trader.wallet)
+                if (balance := trader.wallet_balance(currency)).amount
             ],
             "disputes": dict(sorted(trader.disputes.items())),
             "first_account_ids": list(trader.account_ids),

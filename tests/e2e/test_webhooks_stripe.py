@@ -1330,6 +1330,26 @@ def test_a_deposit_whose_metadata_is_on_its_intent_only_reaches_the_wallet_in_ei
     assert wallet(client, trader_id) == Decimal("150.00")
 
 
+def test_a_deposit_refunded_whole_leaves_the_same_wallet_in_every_order(
+    client: TestClient,
+) -> None:
+    """Refunded before the intent named the trader, the wallet showed nothing; after, a
+    0.00 line: a trader's view now lists the currencies whose balance is not zero."""
+    shown = []
+    for order in ((0, 1, 2), (0, 2, 1), (2, 0, 1), (1, 2, 0)):
+        trader_id = uid("trader-")
+        payment = sp.StripePayment(54000, "usd", {})
+        events = [
+            payment.checkout_completed(),
+            payment.refunded(54000),
+            payment.intent_succeeded({"purpose": "wallet_deposit", "trader_id": trader_id}),
+        ]
+        for index in order:
+            delivered(client, events[index])
+        shown.append(trader(client, trader_id)["wallet"])
+    assert shown == [[]] * 4
+
+
 @pytest.mark.parametrize("chargeback_first", [False, True])
 def test_a_deposit_identified_after_its_chargeback_reaches_the_wallet_whole(
     client: TestClient, chargeback_first: bool
