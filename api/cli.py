@@ -42,6 +42,12 @@ def _validated(kind: Any) -> Any:
         ]
         message = hide_password("; ".join(problems))
         raise ConfigurationError(f"invalid configuration: {message}") from None
+    except UnicodeDecodeError as error:
+        # Only a file is decoded: the environment is text already.
+        raise ConfigurationError(
+            f"invalid configuration: ./.env is not UTF-8 text ({error.reason} at byte "
+            f"{error.start})"
+        ) from None
     except Exception as error:
         raise ConfigurationError(f"invalid configuration: {hide_password(str(error))}") from None
 

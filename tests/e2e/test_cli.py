@@ -183,6 +183,14 @@ def test_migrate_with_a_bad_database_url_fails_with_a_plain_error(tmp_path: Path
     assert "Traceback" not in done.stderr
 
 
+def test_a_dot_env_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"PROPLEDGER_ENV=development\xff\n")
+    done = run_cli("migrate", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "propledger migrate: invalid configuration: ./.env is not UTF-8 text" in done.stderr
+
+
 def test_a_bad_replica_url_is_one_plain_line_without_its_password(tmp_path: Path) -> None:
     env = {"PROPLEDGER_REPLICA_URL": "mysql://bridge:hunter2@db/ledger"}
     done = run_cli("migrate", cwd=tmp_path, env=env)
