@@ -77,9 +77,11 @@ def _pinned_program(data: dict[str, Any], version: int) -> ProgramDefinition:
     return definition
 
 
-# Each trade is at most 12 digits, but a balance sums them: it stays below 10^14 units
-# either way, so that a payout's profit in minor units (up to four places: CLF) fits the
-# projections' 64-bit columns. A balance past that stopped the payout projection for good.
+# Each trade is at most 12 digits, but a balance sums them: an active account's stays
+# below 10^14 units either way (a trade may still bring one back from beyond), and so does
+# a payout's profit, so that it fits the projections' 64-bit columns in minor units (up
+# to four places: CLF). A payout past that stopped the payout projection for good. A
+# breached or passed account records every trade (DESIGN): it pays nothing out.
 _BALANCE_DIGITS = 14
 BALANCE_LIMIT = Decimal(10) ** _BALANCE_DIGITS
 
@@ -476,7 +478,11 @@ class TradingAccount(Aggregate):
             return TradeOutcome(version=version, duplicate=True)
 
         state = rules.after_trade(self.state, self.rules, self.calendar, trade.closed_at, trade.net)
-        if abs(state.balance.amount) >= BALANCE_LIMIT:
+        if (
+            self.status == ACTIVE  # a breached or passed account pays nothing out
+            and abs(state.balance.amount) >= BALANCE_LIMIT
+            and abs(state.balance.amount) > abs(self.state.balance.amount)  # not back in
+        ):
             raise InvalidInput(
                 f"trade {trade.trade_id} would take the balance to {state.balance.amount} "
                 f"{self.currency}: a balance stays below 10^{_BALANCE_DIGITS} either way",
@@ -615,6 +621,14 @@ class TradingAccount(Aggregate):
             raise PayoutRefused(
                 f"account {self.id} cannot be paid out now: {', '.join(reasons)}",
                 details={"reasons": reasons},
+            )
+        if self.state.profit.amount >= BALANCE_LIMIT:
+            # Only a balance recorded before trades were bounded can be this far out.
+            raise InvalidInput(
+                f"account {self.id} has a profit of {self.state.profit.amount} "
+                f"{self.currency}: a payout stays below 10^{_BALANCE_DIGITS}",
+                code="balance_out_of_range",
+                details={"profit": str(self.state.profit.amount)},
             )
         fee = self.fee_to_refund(fee_kept)
         split = breakdown(self.state.profit, self.program.funded_terms, self.approved_payouts, fee)

@@ -725,3 +725,28 @@ def test_a_rejection_reason_or_payment_reference_with_nul_is_refused_and_records
     with pytest.raises(InvalidInput):
         payout.mark_paid("fiona", "WIRE\x00", account.created_on)
     assert payout.collect_events() == []
+
+
+def test_a_balance_recorded_past_10_to_the_14_pays_nothing_out_and_may_come_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store written before trades were bounded can hold such a balance: a payout of it
+    would not fit the projections' 64-bit minor units (it stopped the payout projection
+    for good), so it is refused; a trade that brings the balance back in is recorded."""
+    import domain.account
+
+    account = open_account()
+    monkeypatch.setattr(domain.account, "BALANCE_LIMIT", Decimal(10) ** 20)  # as before
+    for _ in range(150):
+        close(account, "999999999999.00")
+    monkeypatch.undo()
+    assert account.board()["balance"] > Decimal(10) ** 14
+    version = account.version
+    with pytest.raises(InvalidInput) as refused:
+        request(account, days_after_opening(account, 15))
+    assert refused.value.code == "balance_out_of_range"
+    assert account.version == version
+    with pytest.raises(InvalidInput):
+        close(account, "1.00")  # further out: refused
+    close(account, "-999999999999.00")  # back towards the range: recorded
+    assert account.version == version + 1
