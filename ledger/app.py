@@ -382,7 +382,9 @@ class PropLedger(Application[UUID]):
 
     def purchase(self, body: dict[str, Any], actor: str | None = None) -> AccountReply:
         """Record a challenge purchase and open its phase-1 account (once per purchase_id)."""
-        purchase_id = _external_id(body.get("purchase_id"), "purchase_id")
+        # Printable is asked of a new purchase only (below): one recorded before ids had to
+        # be must still be found by its repeat, not refused.
+        purchase_id = _external_id(body.get("purchase_id"), "purchase_id", known=True)
         if purchase_id.startswith(PROCESSOR_PURCHASE_PREFIX):
             # A processor payment's account is keyed by this id: one recorded by hand
             # would take it, and the payment could then never be booked.
@@ -422,6 +424,7 @@ class PropLedger(Application[UUID]):
                 assert isinstance(existing, TradingAccount)
                 _check_same_purchase(existing, trader_id, program_id, purchase)
                 return AccountReply(existing, duplicate=True, position=None)
+            _external_id(purchase_id, "purchase_id")
             program = self.program(program_id)
             trader = self._trader_or_new(trader_id)
             if method == "wallet":
@@ -562,7 +565,8 @@ class PropLedger(Application[UUID]):
             assert fact.dispute_id is not None
             assert fact.dispute_status is not None
             payment.change_dispute(fact.dispute_id, fact.dispute_status, fact.event_id)
-            outcome = f"dispute_{fact.dispute_status}"
+            # As it stands after this event (a lost dispute stays lost, a closed one closed).
+            outcome = f"dispute_{payment.disputes.get(fact.dispute_id, fact.dispute_status)}"
         else:
             assert fact.amount is not None
             assert fact.fee is not None
@@ -1255,14 +1259,16 @@ def _parse_uuid(value: str, label: str) -> UUID:
         raise NotFound(f"{label} {value} not found", code=f"unknown_{label}") from None
 
 
-def _external_id(value: Any, field_name: str) -> str:
+def _external_id(value: Any, field_name: str, *, known: bool = False) -> str:
+    """An id a client names; `known`: one already recorded (it was accepted then, before
+    ids had to be printable, and a repeat of its command must still find it)."""
     if not isinstance(value, str) or not value.strip() or len(value) > _ID_MAX_LENGTH:
         raise InvalidInput(
             f"{field_name} must be a non-empty string of at most {_ID_MAX_LENGTH} characters",
             code="invalid_input",
             details={"field": field_name},
         )
-    if not value.isprintable():
+    if not value.isprintable() and not known:
         # A newline or a right-to-left override in an id shows in reports, CSVs and the
         # console as something else than what is stored (trader ids refused them already).
         raise InvalidInput(

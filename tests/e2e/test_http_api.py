@@ -473,6 +473,33 @@ def test_a_bad_purchase_is_refused_and_opens_nothing(
     assert_error(client.get(f"/v1/accounts/{account_id}", headers=AUDITOR), 404)
 
 
+def test_a_purchase_recorded_before_ids_had_to_be_printable_is_still_found_by_its_repeat(
+    client: TestClient, program_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new purchase id must be printable text; one a store already holds (recorded
+    before) must still answer its repeat as the duplicate it is, not 422."""
+    import ledger.app
+
+    lenient = ledger.app._external_id
+    monkeypatch.setattr(
+        ledger.app,
+        "_external_id",
+        lambda value, name, known=False: lenient(value, name, known=True),
+    )
+    body = {**purchase_body(program_id), "purchase_id": f"{uid('ord')}\u00a012"}  # a no-break space
+    first = client.post("/v1/purchases", json=body, headers=FINANCE)
+    assert first.status_code == 201, first.text
+    monkeypatch.undo()
+    again = client.post("/v1/purchases", json=body, headers=FINANCE)
+    assert again.status_code == 200, again.text
+    assert (again.json()["duplicate"], again.json()["account_id"]) == (
+        True,
+        first.json()["account_id"],
+    )
+    fresh = {**body, "purchase_id": f"{uid('ord')}\u00a013"}
+    assert_error(client.post("/v1/purchases", json=fresh, headers=FINANCE), 422)
+
+
 # Trades -----------------------------------------------------------------------------
 
 
