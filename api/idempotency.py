@@ -461,22 +461,27 @@ class IdempotencyMiddleware:
             await run_in_threadpool(store.release, principal, key, claimed_at)
             raise
         if captured["status"] >= 500:
+            # Not kept (a retry runs the command again): answered first, as before, and
+            # the key released after (the store may be what failed: its wait is long).
+            for message in held:
+                await send(message)
             await run_in_threadpool(store.release, principal, key, claimed_at)
-        else:
-            try:
-                await store.complete_soon(
-                    principal,
-                    key,
-                    captured["status"],
-                    json.dumps(captured["headers"]),
-                    bytes(captured["body"]),
-                    claimed_at,
-                )
-            except Exception:
-                # The command is done: its answer goes out. The completion stays queued
-                # (a wait that timed out does not withdraw it); if it is never written,
-                # the key is abandoned in time and a retry finds the command done.
-                logger.warning("the reply to Idempotency-Key %r was not stored", key, exc_info=True)
+            return
+        try:
+            await store.complete_soon(
+                principal,
+                key,
+                captured["status"],
+                json.dumps(captured["headers"]),
+                bytes(captured["body"]),
+                claimed_at,
+            )
+        except Exception:
+            # The command is done: its answer goes out. A wait that timed out leaves the
+            # completion queued, to be written; one whose write failed is lost, and the
+            # key is abandoned in time: a retry then runs the command again, which its
+            # own ids make a duplicate (its reply may then differ from this one).
+            logger.warning("the reply to Idempotency-Key %r was not stored", key, exc_info=True)
         for message in held:
             await send(message)
 

@@ -881,8 +881,12 @@ def test_two_closings_of_one_dispute_that_disagree_end_lost_in_either_order(
     trader_id, payment = open_two_accounts(client, program_id)
     dispute_id = sp.new_id("dp_")
     delivered(client, payment.dispute_event("charge.dispute.created", dispute_id))
-    for status in order:
-        delivered(client, payment.dispute_event("charge.dispute.closed", dispute_id, status=status))
+    outcomes = [
+        delivered(client, payment.dispute_event("charge.dispute.closed", dispute_id, status=s))
+        for s in order
+    ]
+    # Each reply says where the dispute stands after it: a "won" after "lost" changes nothing.
+    assert [reply["outcome"] for reply in outcomes] == [f"dispute_{order[0]}", "dispute_lost"]
     assert trader(client, trader_id)["status"] == "suspended"
     assert trader(client, trader_id)["disputes"] == {dispute_id: "lost"}
     assert statuses(client, trader_id) == ["suspended", "suspended"]

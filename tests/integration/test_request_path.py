@@ -377,3 +377,50 @@ def test_a_keyed_reply_is_stored_before_the_client_hears_it(url: str, path: str)
         again = client.post(path, json=sent, headers=headers)
         assert (again.status_code, again.headers.get("idempotent-replayed")) == (201, "true")
         assert again.json() == first.json()
+
+
+def test_a_keyed_5xx_is_answered_before_its_key_is_released(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 5xx is never kept (a retry runs the command again): it must not wait for the
+    # release, which may itself wait out a store that is failing.
+    seen_when_answered: list[Any] = []
+    settings = Settings(propledger_database_url=url, propledger_jwt_secret=SECRET)
+    app = create_app(settings)
+    key = uid("key-")
+
+    def row_now() -> Any:
+        database = Database(url)
+        try:
+            rows = database.query(
+                "SELECT status FROM idempotency_keys WHERE idempotency_key = ?", [key]
+            )
+        finally:
+            database.close()
+        return [row["status"] for row in rows]
+
+    async def spy(scope: Any, receive: Any, send: Any) -> None:
+        async def spied(message: Any) -> None:
+            keyed = (b"idempotency-key", key.encode()) in scope.get("headers", [])
+            if message["type"] == "http.response.start" and keyed:
+                seen_when_answered.append((message["status"], await asyncio.to_thread(row_now)))
+            await send(message)
+
+        await app(scope, receive, spied)
+
+    with TestClient(spy, raise_server_exceptions=False) as client:
+        program = program_body()
+        assert client.post("/v1/programs", json=program, headers=auth("admin")).status_code == 201
+        ledger: Any = app.state.ledger
+
+        def broken(*_: Any, **__: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(ledger, "purchase", broken)
+        headers = {**auth("finance"), "Idempotency-Key": key}
+        failed = client.post(
+            "/v1/purchases", json=purchase_body(program["program_id"]), headers=headers
+        )
+        assert failed.status_code == 500
+        assert seen_when_answered == [(500, [None])]  # still claimed when it was answered
+        assert row_now() == []  # then released: a retry runs the command again
