@@ -250,18 +250,21 @@ def verify_chain(
 
 
 def _link_hash_edited(finding: Finding) -> Finding:
-    """A content mismatch whose next link follows the recomputed hash: the event is as
-    chained, its link's stored hash is what was changed."""
+    """A content mismatch whose next link follows the hash the event gives now. The chain
+    cannot tell which of two things happened: this link's hash was edited (the event as
+    chained), or the event was edited and every link after it rewritten to follow it. An
+    anchor kept elsewhere tells them apart; the next event is not blamed either way."""
     return Finding(
-        "link_edited",
+        "content_mismatch",
         finding.position,
         finding.stream_id,
         finding.version,
         finding.expected,
         finding.found,
-        f"the link of event {finding.stream_id} v{finding.version} at position "
-        f"{finding.position} holds another hash than its event and the chain give (the "
-        "link was edited; the event is intact: the next link follows it)",
+        f"event {finding.stream_id} v{finding.version} at position {finding.position} does "
+        "not match its link, and the next link follows the event as it is now: the link's "
+        "hash was edited, or the event was edited and the links after it rewritten (verify "
+        "against an anchor kept elsewhere to tell which)",
     )
 
 

@@ -786,18 +786,53 @@ def test_a_links_stream_and_version_rewritten_is_a_link_mismatch_not_a_deletion(
     assert f"names {named(busy)} v{streams[busy] + 3}" in report.findings[0].message
 
 
-def test_a_links_hash_rewritten_is_named_once_as_the_edited_link(store: RawStore) -> None:
+def test_a_links_hash_rewritten_is_named_once_without_blaming_the_next_event(
+    store: RawStore,
+) -> None:
     """The next link still follows the hash its event gives: only the edited link is
-    named (the next, intact event was blamed too)."""
+    named (the next, intact event was blamed too). It cannot be told from an edited event
+    whose later links were all rewritten, so the finding claims neither."""
     rows = store.rows()
     target = rows[len(rows) // 2]
     kept = store.links()[target.position][2]
     store.run("UPDATE event_chain SET hash = ? WHERE position = ?", ("0" * 64, target.position))
     report = verify_chain(store.url)
     assert [(f.kind, f.position, f.stream_id, f.version) for f in report.findings] == [
-        ("link_edited", target.position, named(target.stream), target.version)
+        ("content_mismatch", target.position, named(target.stream), target.version)
     ]
     assert (report.findings[0].expected, report.findings[0].found) == (kept, "0" * 64)
+    assert "the link's hash was edited, or the event was edited" in report.findings[0].message
+
+
+def test_an_event_edited_with_every_later_link_rewritten_is_not_called_intact(
+    store: RawStore, tmp_path: Path
+) -> None:
+    """A review found the forger's case named "the link was edited; the event is intact".
+    The chain alone cannot tell it from an edited link; an anchor can."""
+    rows = store.rows()
+    head = store.head()
+    assert head is not None
+    target = rows[len(rows) // 2]
+    forged = target.state + b" "  # any change to the stored bytes (JSON still)
+    store.set_state(target.position, forged)
+    # The forger rewrites every later link (and the head) to follow the edited event; the
+    # event's own link is left, so the chain still meets its old hash there.
+    previous = expected_link(store, target, forged)
+    for row in rows:
+        if row.position > target.position:
+            previous = link(previous, row.position, row.stream, row.version, row.topic, row.state)
+            store.run(
+                "UPDATE event_chain SET hash = ? WHERE position = ?", (previous, row.position)
+            )
+    store.run("UPDATE event_chain_head SET hash = ? WHERE id = 1", (previous,))
+
+    report = verify_chain(store.url)
+    assert [(f.kind, f.position) for f in report.findings] == [
+        ("content_mismatch", target.position)
+    ]
+    assert "intact" not in report.findings[0].message
+    anchored = verify_chain(store.url, anchor=head)
+    assert "anchor_mismatch" in [f.kind for f in anchored.findings]
 
 
 def test_an_event_and_link_added_past_the_head_are_named(store: RawStore) -> None:
