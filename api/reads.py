@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 REPLICA_PROBE_SECONDS = 2.0  # the wait for a replica connection before reading the primary
 REPLICA_RETRY_SECONDS = 30.0  # how long an unreachable replica is left alone
+REPLICA_BUSY_SECONDS = 10.0  # a replica that answered this recently is busy, not gone
 
 
 class ReportReads:
@@ -38,11 +39,12 @@ class ReportReads:
         self.replica, self.replica_runner = replica, replica_runner
         self._lock = threading.Lock()
         self._replica_down_until = 0.0
+        self._replica_answered_at = -REPLICA_BUSY_SECONDS
 
     def current(self) -> Database:
-        """The database to read from now, without waiting for any position."""
-        replica = self._usable_replica()
-        return self.primary if replica is None else replica[0]
+        """The database to read from now, for a read that waits for no position: the
+        replica if it can be reached (tried as `wait` tries it), else the primary."""
+        return self.wait(0, timeout=REPLICA_PROBE_SECONDS) or self.primary
 
     def wait(self, position: int, timeout: float) -> Database | None:
         """The database whose projections have reached `position`, waiting at most
@@ -51,15 +53,18 @@ class ReportReads:
         replica = self._usable_replica()
         if replica is not None:
             database, runner = replica
+            # A replica that answered a moment ago is up: waiting for one of its pooled
+            # connections is it being busy (given the whole wait), not it being gone.
+            answered = time.monotonic() - self._replica_answered_at < REPLICA_BUSY_SECONDS
+            probe = None if answered else REPLICA_PROBE_SECONDS
             try:
-                reached = runner.wait_for(
-                    position, timeout=timeout, connect_timeout=REPLICA_PROBE_SECONDS
-                )
+                reached = runner.wait_for(position, timeout=timeout, connect_timeout=probe)
             except Exception as error:
                 if not store_unreachable(error):
                     raise
                 self._replica_unreachable(error)
             else:
+                self._replica_answered_at = time.monotonic()
                 return database if reached else None
         remaining = max(0.0, deadline - time.monotonic())
         return self.primary if self.primary_runner.wait_for(position, timeout=remaining) else None
