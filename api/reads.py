@@ -44,6 +44,8 @@ class ReportReads:
     def current(self) -> Database:
         """The database to read from now, for a read that waits for no position: the
         replica if it can be reached (tried as `wait` tries it), else the primary."""
+        if self._usable_replica() is None:
+            return self.primary
         return self.wait(0, timeout=REPLICA_PROBE_SECONDS) or self.primary
 
     def wait(self, position: int, timeout: float) -> Database | None:
