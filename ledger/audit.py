@@ -194,7 +194,8 @@ def verify_chain(
         last_link_position = 0
         last_link_hash = GENESIS
         # The hash the last link should have held, when it held another: if the next link
-        # follows that one, the link's hash was edited and its event is intact.
+        # follows that one, the next event is not blamed (the link's hash was edited, or
+        # its event and every later link were: `_link_hash_edited`).
         recomputed: tuple[Finding, str] | None = None
         beyond_head: tuple[int, Any] | None = None  # the first link past the head
         versions = _StreamVersions()
