@@ -336,22 +336,24 @@ def test_the_api_groups_single_trade_posts_unless_told_not_to(
         assert (ledger._grouper is not None) is grouped
 
 
+def key_statuses(url: str, key: str) -> list[Any]:
+    """The stored status of each row of an Idempotency-Key (None while claimed)."""
+    database = Database(url)
+    try:
+        rows = database.query(
+            "SELECT status FROM idempotency_keys WHERE idempotency_key = ?", [key]
+        )
+    finally:
+        database.close()
+    return [row["status"] for row in rows]
+
+
 @pytest.mark.parametrize("path", ["/v1/programs", "/v1/purchases"])
 def test_a_keyed_reply_is_stored_before_the_client_hears_it(url: str, path: str) -> None:
     # A process killed between answering and storing the answer left the key to be
     # abandoned and the request run again, answering otherwise ("duplicate", or a payout
     # created then "payout_pending"): whatever a client heard must be what its key replays.
     stored_when_answered: list[Any] = []
-
-    def stored(key: str) -> Any:
-        database = Database(url)
-        try:
-            rows = database.query(
-                "SELECT status FROM idempotency_keys WHERE idempotency_key = ?", [key]
-            )
-        finally:
-            database.close()
-        return rows[0]["status"] if rows else "no row"
 
     settings = Settings(propledger_database_url=url, propledger_jwt_secret=SECRET)
     app = create_app(settings)
@@ -361,7 +363,8 @@ def test_a_keyed_reply_is_stored_before_the_client_hears_it(url: str, path: str)
         async def spied(message: Any) -> None:
             keyed = (b"idempotency-key", key.encode()) in scope.get("headers", [])
             if message["type"] == "http.response.start" and keyed:
-                stored_when_answered.append(await asyncio.to_thread(stored, key))
+                statuses = await asyncio.to_thread(key_statuses, url, key)
+                stored_when_answered.append(statuses[0] if statuses else "no row")
             await send(message)
 
         await app(scope, receive, spied)
@@ -389,21 +392,13 @@ def test_a_keyed_5xx_is_answered_before_its_key_is_released(
     app = create_app(settings)
     key = uid("key-")
 
-    def row_now() -> Any:
-        database = Database(url)
-        try:
-            rows = database.query(
-                "SELECT status FROM idempotency_keys WHERE idempotency_key = ?", [key]
-            )
-        finally:
-            database.close()
-        return [row["status"] for row in rows]
-
     async def spy(scope: Any, receive: Any, send: Any) -> None:
         async def spied(message: Any) -> None:
             keyed = (b"idempotency-key", key.encode()) in scope.get("headers", [])
             if message["type"] == "http.response.start" and keyed:
-                seen_when_answered.append((message["status"], await asyncio.to_thread(row_now)))
+                seen_when_answered.append(
+                    (message["status"], await asyncio.to_thread(key_statuses, url, key))
+                )
             await send(message)
 
         await app(scope, receive, spied)
@@ -423,4 +418,4 @@ def test_a_keyed_5xx_is_answered_before_its_key_is_released(
         )
         assert failed.status_code == 500
         assert seen_when_answered == [(500, [None])]  # still claimed when it was answered
-        assert row_now() == []  # then released: a retry runs the command again
+        assert key_statuses(url, key) == []  # then released: a retry runs the command again
