@@ -348,27 +348,31 @@ def key_statuses(url: str, key: str) -> list[Any]:
     return [row["status"] for row in rows]
 
 
-@pytest.mark.parametrize("path", ["/v1/programs", "/v1/purchases"])
-def test_a_keyed_reply_is_stored_before_the_client_hears_it(url: str, path: str) -> None:
-    # A process killed between answering and storing the answer left the key to be
-    # abandoned and the request run again, answering otherwise ("duplicate", or a payout
-    # created then "payout_pending"): whatever a client heard must be what its key replays.
-    stored_when_answered: list[Any] = []
-
-    settings = Settings(propledger_database_url=url, propledger_jwt_secret=SECRET)
-    app = create_app(settings)
-    key = uid("key-")
+def spied_app(url: str, key: str) -> tuple[Any, Any, list[tuple[int, list[Any]]]]:
+    """The app, and it wrapped so that as the reply to a request holding `key` starts,
+    its status and the key's stored statuses at that moment are noted."""
+    app = create_app(Settings(propledger_database_url=url, propledger_jwt_secret=SECRET))
+    seen: list[tuple[int, list[Any]]] = []
 
     async def spy(scope: Any, receive: Any, send: Any) -> None:
         async def spied(message: Any) -> None:
             keyed = (b"idempotency-key", key.encode()) in scope.get("headers", [])
             if message["type"] == "http.response.start" and keyed:
-                statuses = await asyncio.to_thread(key_statuses, url, key)
-                stored_when_answered.append(statuses[0] if statuses else "no row")
+                seen.append((message["status"], await asyncio.to_thread(key_statuses, url, key)))
             await send(message)
 
         await app(scope, receive, spied)
 
+    return spy, app, seen
+
+
+@pytest.mark.parametrize("path", ["/v1/programs", "/v1/purchases"])
+def test_a_keyed_reply_is_stored_before_the_client_hears_it(url: str, path: str) -> None:
+    # A process killed between answering and storing the answer left the key to be
+    # abandoned and the request run again, answering otherwise ("duplicate", or a payout
+    # created then "payout_pending"): whatever a client heard must be what its key replays.
+    key = uid("key-")
+    spy, _, seen = spied_app(url, key)
     with TestClient(spy) as client:
         program = program_body()
         assert client.post("/v1/programs", json=program, headers=auth("admin")).status_code == 201
@@ -376,7 +380,7 @@ def test_a_keyed_reply_is_stored_before_the_client_hears_it(url: str, path: str)
         headers = {**auth("admin", "finance"), "Idempotency-Key": key}
         first = client.post(path, json=sent, headers=headers)
         assert first.status_code == 201, first.text
-        assert stored_when_answered == [201]
+        assert seen == [(201, [201])]  # stored before it was sent
         again = client.post(path, json=sent, headers=headers)
         assert (again.status_code, again.headers.get("idempotent-replayed")) == (201, "true")
         assert again.json() == first.json()
@@ -387,22 +391,8 @@ def test_a_keyed_5xx_is_answered_before_its_key_is_released(
 ) -> None:
     # A 5xx is never kept (a retry runs the command again): it must not wait for the
     # release, which may itself wait out a store that is failing.
-    seen_when_answered: list[Any] = []
-    settings = Settings(propledger_database_url=url, propledger_jwt_secret=SECRET)
-    app = create_app(settings)
     key = uid("key-")
-
-    async def spy(scope: Any, receive: Any, send: Any) -> None:
-        async def spied(message: Any) -> None:
-            keyed = (b"idempotency-key", key.encode()) in scope.get("headers", [])
-            if message["type"] == "http.response.start" and keyed:
-                seen_when_answered.append(
-                    (message["status"], await asyncio.to_thread(key_statuses, url, key))
-                )
-            await send(message)
-
-        await app(scope, receive, spied)
-
+    spy, app, seen = spied_app(url, key)
     with TestClient(spy, raise_server_exceptions=False) as client:
         program = program_body()
         assert client.post("/v1/programs", json=program, headers=auth("admin")).status_code == 201
@@ -417,5 +407,5 @@ def test_a_keyed_5xx_is_answered_before_its_key_is_released(
             "/v1/purchases", json=purchase_body(program["program_id"]), headers=headers
         )
         assert failed.status_code == 500
-        assert seen_when_answered == [(500, [None])]  # still claimed when it was answered
+        assert seen == [(500, [None])]  # still claimed when it was answered
         assert key_statuses(url, key) == []  # then released: a retry runs the command again
