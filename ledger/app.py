@@ -382,8 +382,8 @@ class PropLedger(Application[UUID]):
 
     def purchase(self, body: dict[str, Any], actor: str | None = None) -> AccountReply:
         """Record a challenge purchase and open its phase-1 account (once per purchase_id)."""
-        # Printable is asked of a new purchase only (below): one recorded before ids had to
-        # be must still be found by its repeat, not refused.
+        # Its ids' rules are asked of a new purchase only (below): one recorded before a
+        # rule must still be found by its repeat, not refused.
         purchase_id = _external_id(body.get("purchase_id"), "purchase_id", known=True)
         if purchase_id.startswith(PROCESSOR_PURCHASE_PREFIX):
             # A processor payment's account is keyed by this id: one recorded by hand
@@ -394,7 +394,7 @@ class PropLedger(Application[UUID]):
                 code="invalid_input",
                 details={"field": "purchase_id"},
             )
-        trader_id = _external_id(body.get("trader_id"), "trader_id")
+        trader_id = _external_id(body.get("trader_id"), "trader_id", known=True)
         program_id = _external_id(body.get("program_id"), "program_id")
         method = body.get("method")
         if method not in PURCHASE_METHODS:
@@ -425,6 +425,7 @@ class PropLedger(Application[UUID]):
                 _check_same_purchase(existing, trader_id, program_id, purchase)
                 return AccountReply(existing, duplicate=True, position=None)
             _external_id(purchase_id, "purchase_id")
+            _external_id(trader_id, "trader_id")
             program = self.program(program_id)
             trader = self._trader_or_new(trader_id)
             if method == "wallet":
@@ -1276,7 +1277,7 @@ def _external_id(value: Any, field_name: str, *, known: bool = False) -> str:
             code="invalid_input",
             details={"field": field_name},
         )
-    if field_name == "trader_id" and not journal.is_trader_id(value):
+    if field_name == "trader_id" and not known and not journal.is_trader_id(value):
         raise InvalidInput(
             "trader_id must be printable text (no control characters, no '/', not ending "
             "in ':', not '.' or '..'): it is part of ledger account codes such as "

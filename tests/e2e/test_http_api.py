@@ -500,6 +500,29 @@ def test_a_purchase_recorded_before_ids_had_to_be_printable_is_still_found_by_it
     assert_error(client.post("/v1/purchases", json=fresh, headers=FINANCE), 422)
 
 
+def test_a_purchase_for_a_trader_id_recorded_before_its_rules_answers_its_repeat(
+    client: TestClient, program_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trader ids with '/' (or '.', '..') were accepted by older builds; a repeat of such
+    a purchase is its duplicate, a new purchase for such a trader is refused."""
+    import ledger.app
+
+    lenient = ledger.app._external_id
+    monkeypatch.setattr(
+        ledger.app,
+        "_external_id",
+        lambda value, name, known=False: lenient(value, name, known=True),
+    )
+    body = purchase_body(program_id, trader_id=f"{uid('desk')}/7")
+    first = client.post("/v1/purchases", json=body, headers=FINANCE)
+    assert first.status_code == 201, first.text
+    monkeypatch.undo()
+    again = client.post("/v1/purchases", json=body, headers=FINANCE)
+    assert (again.status_code, again.json()["duplicate"]) == (200, True), again.text
+    fresh = {**body, "purchase_id": uid("pur-")}
+    assert_error(client.post("/v1/purchases", json=fresh, headers=FINANCE), 422)
+
+
 # Trades -----------------------------------------------------------------------------
 
 
