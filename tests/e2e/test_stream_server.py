@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from tests.support import SECRET, auth, program_body, purchase_body, token, trade_body
@@ -154,12 +155,16 @@ def test_the_server_stops_promptly_on_sigterm_with_a_stream_open(
     server: tuple[str, Any], account_id: str
 ) -> None:
     base, process = server
+    ws_url = base.replace("http", "ws") + f"/v1/stream?account_id={account_id}"
     with (
         httpx.Client(timeout=10) as client,
         client.stream(
             "GET", f"{base}/v1/stream?account_id={account_id}", headers=auth("auditor")
         ) as response,
+        ws_connect(f"{ws_url}&token={token(['auditor'])}", open_timeout=10) as ws,
     ):
+        ready = json.loads(ws.recv(timeout=10))
+        assert ready["kind"] == "ready"
         lines = response.iter_lines()
         assert next(lines) == ": ready"
         assert next(lines) == "retry: 2000"
@@ -171,9 +176,20 @@ def test_the_server_stops_promptly_on_sigterm_with_a_stream_open(
         # uvicorn's 5 s `timeout_graceful_shutdown`, with no word); then the lifespan's
         # shutdown runs and the signal is re-raised.
         rest = [line for line in lines if line and not line.startswith(":")]
-        assert rest[0] == "event: cutoff"
-        cutoff = json.loads(next(line for line in rest if line.startswith("data: "))[6:])
+        # Keepalives (`id:` lines, every 0.2 s here) may come first; then the cutoff.
+        ended = rest.index("event: cutoff")
+        assert all(line.startswith("id: ") for line in rest[:ended]), rest
+        cutoff = json.loads(next(line for line in rest[ended:] if line.startswith("data: "))[6:])
         assert (cutoff["code"], cutoff["resume_after"]) == ("shutting_down", int(position[4:]))
+        # The WebSocket likewise, then closed with 1001 (going away).
+        message = json.loads(ws.recv(timeout=10))
+        while message["kind"] == "heartbeat":
+            message = json.loads(ws.recv(timeout=10))
+        assert (message["kind"], message["code"]) == ("cutoff", "shutting_down")
+        assert message["resume_after"] == ready["position"]
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 1001
         assert process.wait(15) in (0, -signal.SIGTERM)
         assert time.monotonic() - started < 10
     log = process.log_path.read_text()
