@@ -11,7 +11,6 @@ not waited on for the pool's 30 s at every request: the request reads from the p
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from fastapi import Request
@@ -37,7 +36,6 @@ class ReportReads:
     ) -> None:
         self.primary, self.primary_runner = primary, primary_runner
         self.replica, self.replica_runner = replica, replica_runner
-        self._lock = threading.Lock()
         self._replica_down_until = 0.0
         self._replica_answered_at = -REPLICA_BUSY_SECONDS
 
@@ -79,8 +77,7 @@ class ReportReads:
         return self.replica, self.replica_runner
 
     def _replica_unreachable(self, error: BaseException) -> None:
-        with self._lock:
-            self._replica_down_until = time.monotonic() + REPLICA_RETRY_SECONDS
+        self._replica_down_until = time.monotonic() + REPLICA_RETRY_SECONDS
         logger.warning(
             "the read replica cannot be reached (%s): reading from the primary for %.0f s",
             error,
