@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,31 @@ from ledger.config import Settings, hide_password, sqlite_path
 class ConfigurationError(Exception):
     """The service cannot start as configured (its settings, its address): said in one
     line naming the command, exit status 1."""
+
+
+# Long-running services: Ctrl-C stops them on their own terms (exit 0), not `_Interrupt`.
+SERVICES = ("serve", "project", "relay")
+
+
+class _Interrupt:
+    """Ctrl-C as `main` sees it. Python raises KeyboardInterrupt wherever the signal lands,
+    and when that is a finaliser (a generator or connection closed by the garbage
+    collector) the exception is printed as "ignored" and the command runs on to its end,
+    exiting 0. So the handler also notes it: progress callbacks raise it again, and a
+    command that returns after it answers "interrupted" (130) all the same."""
+
+    seen = False
+
+    @classmethod
+    def handler(cls, signum: int, frame: Any) -> None:
+        cls.seen = True
+        raise KeyboardInterrupt
+
+    @classmethod
+    def check(cls) -> None:
+        """Raises KeyboardInterrupt again once Ctrl-C was seen (a progress callback)."""
+        if cls.seen:
+            raise KeyboardInterrupt
 
 
 def _settings() -> Settings:
@@ -279,6 +305,7 @@ def _progress(label: str) -> Any:
     started = time.monotonic()
 
     def show(done: int, total: int) -> None:
+        _Interrupt.check()
         rate = done / max(time.monotonic() - started, 1e-6)
         line = f"{label}: {done}/{total} events ({rate:,.0f}/s)"
         print(("\r" + line) if terminal else line, end="" if terminal else "\n", file=sys.stderr)
@@ -444,6 +471,7 @@ def _demo_progress() -> Any:
     shown: dict[str, int] = {}
 
     def show(phase: str, done: int, total: int, note: str) -> None:
+        _Interrupt.check()
         fraction = done / total if total else 1.0
         percent = f"{int(fraction * 100):3d}%"  # floored: 100% only when done
         if terminal:
@@ -755,8 +783,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     words = [args.command, getattr(args, args.command, None)]  # `report payouts`
     label = " ".join(word for word in words if isinstance(word, str))
+    _Interrupt.seen = False
+    previous = None
+    if args.command not in SERVICES and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _Interrupt.handler)
     try:
         result: int = args.run(args)
+        _Interrupt.check()  # Ctrl-C that landed where it was swallowed
     except KeyboardInterrupt:
         # Ctrl-C: one line, not the traceback of wherever it landed; what was committed
         # stays committed (every command writes whole transactions).
@@ -776,6 +809,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"propledger {label}: {message}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return result
 
 
