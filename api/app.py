@@ -668,6 +668,7 @@ def query_instant(value: str, field: str) -> datetime:
 
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_FRACTION = re.compile(r"\.(\d+)")
 
 
 def _query_date(value: str, field: str) -> date | None:
@@ -698,7 +699,15 @@ def parse_period(value: str | None, field: str, *, end: bool = False) -> datetim
     if day is not None:
         moment = datetime.combine(day, time(0), tzinfo=UTC)
         return moment + timedelta(days=1) if end else moment
-    return query_instant(value, field)
+    instant = query_instant(value, field)
+    # Times are kept to the microsecond. Of a period [from, to), a time T is in it when
+    # T >= from and T < to: with digits past the microsecond, both hold exactly when they
+    # hold for the bound rounded up (cut, a payout at .080737 fell outside `to`
+    # .0807375 and inside `from` .0807375). An `as_of` (at or before) is cut instead.
+    fraction = _FRACTION.search(value)
+    if fraction is not None and fraction.group(1)[6:].strip("0"):
+        instant += timedelta(microseconds=1)
+    return instant
 
 
 def parse_range(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:

@@ -25,7 +25,7 @@ _TRADE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,127}$")
 # Platform symbols: EURUSD, XAUUSD.r, US30.cash, BTC/USD, ESZ5, NQ#, 6E-M...
 _SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/#:-]{0,31}$")
 _RFC3339_PATTERN = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:[0-5]\d)$"
 )
 _MAX_VOLUME = Decimal(10) ** 9
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1008,6 +1008,37 @@ def test_a_date_period_of_the_report_includes_the_whole_to_day(
     assert payout["payout_id"] not in ids({"from": yesterday, "to": yesterday})
 
 
+def test_period_bounds_past_the_microsecond_keep_from_and_to_exact(
+    client: TestClient, program_id: str
+) -> None:
+    """[from, to) with bounds finer than the microsecond times are kept to: a payout
+    approved at T is in when T >= from and T < to, taken literally (cut to the
+    microsecond, a `to` half a microsecond after T left it out, a `from` half a
+    microsecond after T let it in)."""
+    trader_id = uid("trader-")
+    payout = request_payout(
+        client, funded_account(client, program_id, trader_id), trader_headers(trader_id)
+    )
+    approved_at = datetime.fromisoformat(approve(client, payout["payout_id"])["approved_at"])
+    at = approved_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    before = (approved_at - timedelta(microseconds=1)).astimezone(UTC)
+    just_before = before.strftime("%Y-%m-%dT%H:%M:%S.%f") + "5Z"  # T - 0.5 us
+
+    def ids(path: str, params: dict[str, str]) -> list[str]:
+        report = client.get(path, params=params, headers=FINANCE)
+        assert report.status_code == 200, report.text
+        body = report.json()
+        return [row["payout_id"] for row in body.get("rows", body.get("payouts", []))]
+
+    for path in ("/v1/reports/payouts",):
+        assert payout["payout_id"] in ids(path, {"to": at + "5Z"})  # T < T + 0.5 us
+        assert payout["payout_id"] not in ids(path, {"from": at + "5Z"})  # T < from
+        assert payout["payout_id"] in ids(path, {"from": just_before})  # T > from
+        assert payout["payout_id"] not in ids(path, {"to": just_before})  # T > to
+        assert payout["payout_id"] in ids(path, {"from": at + "000Z", "to": at + "001Z"})
+        assert payout["payout_id"] not in ids(path, {"from": at + "001Z"})
+
+
 @pytest.mark.parametrize(
     "path", ["/v1/reports/payouts", "/v1/reports/profit-splits", "/v1/payouts"]
 )

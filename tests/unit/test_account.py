@@ -536,6 +536,12 @@ def test_a_timestamp_with_an_offset_or_nanoseconds_is_accepted() -> None:
     assert parsed.closed_at == datetime(2026, 1, 5, 10, 0, 0, 500000, tzinfo=UTC)
 
 
+@pytest.mark.parametrize("offset", ["+00:60", "-01:75", "+05:99"])
+def test_offset_minutes_past_59_are_refused(offset: str) -> None:
+    """RFC 3339's offset minutes run 00-59 (Python would read +00:60 as +01:00)."""
+    assert refusal_code(closed_at=f"2026-01-05T10:00:00{offset}") == "invalid_timestamp"
+
+
 @pytest.mark.parametrize("volume", ["0", "0.00", "-1", 0, -1.5, "", "lots", True, None])
 def test_a_zero_negative_or_missing_volume_is_refused(volume: object) -> None:
     assert refusal_code(volume=volume) == "invalid_volume"
