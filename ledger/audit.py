@@ -8,11 +8,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Protocol
 from uuid import UUID
 
@@ -199,6 +200,7 @@ def verify_chain(
         recomputed: tuple[Finding, str] | None = None
         beyond_head: tuple[int, Any] | None = None  # the first link past the head
         versions = _StreamVersions()
+        dated = False  # a link with a recorded time seen: every later one must have one
         for position, event, chain_link in _merged(store, connection):
             finding = _check(position, event, chain_link, previous_hash, last_link_position)
             if finding is not None and recomputed is not None and event is not None:
@@ -228,9 +230,11 @@ def verify_chain(
                 elif finding.kind == "content_mismatch" and finding.expected is not None:
                     recomputed = (finding, finding.expected)
             elif event is not None and chain_link is not None:
-                moved = _check_recorded_at(position, event, chain_link[4])
+                moved = _check_recorded_at(position, event, chain_link[4], dated_before=dated)
                 if moved is not None:
                     report.findings.append(moved)
+            if chain_link is not None and chain_link[4] is not None:
+                dated = True
             if chain_link is not None:
                 if head is not None and position > head[0] and beyond_head is None:
                     beyond_head = (position, chain_link)
@@ -434,36 +438,72 @@ RECORDED_AT_TOLERANCE = timedelta(minutes=15)
 _TIMESTAMP_MARK = b'"timestamp":{"_type_":"datetime_iso","_data_":"'
 
 
-def _check_recorded_at(position: int, event: Any, recorded_at: Any) -> Finding | None:
+# `recorded_at` exactly as the ledger writes it (ledger/chain.py `recorded_text`): the
+# audit report compares it as text, so the same instant spelt otherwise (another offset,
+# other digits) would land in another period while verifying as the same time.
+_RECORDED_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+# Links were first written without `recorded_at` before this day (migration 0007 added
+# the column); no build has written an undated link since.
+UNDATED_LINKS_BEFORE = datetime(2026, 11, 23, tzinfo=UTC)
+
+
+def _check_recorded_at(
+    position: int, event: Any, recorded_at: Any, *, dated_before: bool = False
+) -> Finding | None:
     """A finding when the link's `recorded_at` is far from the event's own (hashed)
-    timestamp: the audit report counts events in a period by it."""
-    if recorded_at is None:
-        return None  # a link from before recorded_at existed
+    timestamp, is spelt otherwise than the ledger writes it, or is missing where a link
+    must have one (after a dated link, or for an event stamped after undated links
+    ended): the audit report counts events in a period by it."""
     state = event[4]
     data = state.encode() if isinstance(state, str) else bytes(state)
     start = data.find(_TIMESTAMP_MARK)
-    if start < 0:
-        return None  # an encrypted or compressed state: nothing to compare with
-    start += len(_TIMESTAMP_MARK)
-    try:
-        stamped = datetime.fromisoformat(data[start : data.index(b'"', start)].decode())
-        recorded = datetime.fromisoformat(str(recorded_at))
-        off = abs(recorded - stamped) > RECORDED_AT_TOLERANCE
-    except (ValueError, TypeError):
-        off = True  # not a time at all
-    if not off:
-        return None
+    stamped: datetime | None = None
+    stamped_text = "?"
+    if start >= 0:
+        start += len(_TIMESTAMP_MARK)
+        stamped_text = data[start : data.find(b'"', start)].decode(errors="replace")
+        try:
+            stamped = datetime.fromisoformat(stamped_text)
+        except ValueError:
+            stamped = None
     name = stream_name(event[1])
-    stamped_text = data[start : data.find(b'"', start)].decode(errors="replace")
+    where = f"event {name} v{int(event[2])} at position {position}"
+    if recorded_at is None:
+        if dated_before:
+            problem = "its link has no recorded time, though a link before it has one"
+        elif stamped is not None and stamped >= UNDATED_LINKS_BEFORE:
+            problem = (
+                f"its link has no recorded time, though the event was stamped {stamped_text}, "
+                "after links were first dated"
+            )
+        else:
+            return None  # a link from before recorded_at existed
+    elif not _RECORDED_TEXT.match(str(recorded_at)):
+        problem = (
+            f"its link's recorded time {recorded_at} is not written as the ledger writes it "
+            "(YYYY-MM-DDTHH:MM:SS.ffffffZ; the audit report compares it as text)"
+        )
+    elif stamped is None:
+        return None  # an encrypted or compressed state: nothing to compare with
+    else:
+        try:
+            recorded = datetime.fromisoformat(str(recorded_at))
+            off = abs(recorded - stamped) > RECORDED_AT_TOLERANCE
+        except (ValueError, TypeError):
+            off = True  # not a time at all
+        if not off:
+            return None
+        problem = (
+            f"its link says it was recorded at {recorded_at}, the event itself at {stamped_text}"
+        )
     return Finding(
         "recorded_at_mismatch",
         position,
         name,
         int(event[2]),
         None,
-        str(recorded_at),
-        f"event {name} v{int(event[2])} at position {position}: its link says it was "
-        f"recorded at {recorded_at}, the event itself at {stamped_text}",
+        None if recorded_at is None else str(recorded_at),
+        f"{where}: {problem}",
     )
 
 
@@ -775,6 +815,7 @@ def _replay_lines(
     batch_links: list[tuple[Any, ...]] = []
     count = 0
     last: tuple[int, str] | None = None
+    dated = False  # as verify: after a dated link, every link has a recorded time
     for line_number, line in enumerate(source, start=2):
         if not line.strip():
             continue
@@ -801,10 +842,14 @@ def _replay_lines(
                 f"event (export {record['hash']}, recomputed {previous})"
             )
         off = _check_recorded_at(
-            position, (position, stream, version, topic, state), record.get("recorded_at")
+            position,
+            (position, stream, version, topic, state),
+            record.get("recorded_at"),
+            dated_before=dated,
         )
         if off is not None:
             raise ReplayError(f"line {line_number}: {off.message}")
+        dated = dated or record.get("recorded_at") is not None
         stream_value = stream.hex if store.sqlite else stream
         batch_events.append((position, stream_value, version, topic, state))
         batch_links.append((position, stream.hex, version, previous, record.get("recorded_at")))

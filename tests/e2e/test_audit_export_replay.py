@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -510,7 +511,19 @@ def _miscount(index: int, record: dict[str, Any]) -> None:
 
 def _move_recorded_at(index: int, record: dict[str, Any]) -> None:
     if index == 3:
-        record["recorded_at"] = "2030-01-01T00:00:00+00:00"
+        record["recorded_at"] = "2030-01-01T00:00:00.000000Z"
+
+
+def _blank_recorded_at(index: int, record: dict[str, Any]) -> None:
+    if index == 3:
+        record["recorded_at"] = None
+
+
+def _respell_recorded_at(index: int, record: dict[str, Any]) -> None:
+    """The same instant with another offset: sorts as text into another period."""
+    if index == 3:
+        instant = datetime.fromisoformat(record["recorded_at"])
+        record["recorded_at"] = instant.astimezone(timezone(timedelta(hours=5))).isoformat()
 
 
 @pytest.mark.parametrize("target_backend", BACKENDS)
@@ -520,8 +533,10 @@ def _move_recorded_at(index: int, record: dict[str, Any]) -> None:
         (_blank_links_and_edit_an_amount, "carries no link hash"),
         (_miscount, "counts"),
         (_move_recorded_at, "recorded at 2030-01-01"),
+        (_blank_recorded_at, "has no recorded time, though a link before it has one"),
+        (_respell_recorded_at, "not written as the ledger writes it"),
     ],
-    ids=["links-blanked", "count", "recorded-at"],
+    ids=["links-blanked", "count", "recorded-at", "recorded-at-blank", "recorded-at-spelling"],
 )
 def test_an_export_edited_where_the_links_do_not_reach_is_refused(
     sqlite_source: Source,

@@ -17,6 +17,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -29,7 +30,7 @@ from psycopg import sql
 
 from ledger import audit
 from ledger.audit import Finding, verify_chain
-from ledger.chain import GENESIS, link
+from ledger.chain import GENESIS, link, recorded_text
 from ledger.config import database_url_to_env
 from tests.support import (
     BACKENDS,
@@ -424,6 +425,44 @@ def test_a_links_recorded_time_moved_to_another_period_is_found(
         ("recorded_at_mismatch", target.position, named(target.stream), target.version)
     ]
     assert "2020-01-01T00:00:00.000000Z" in report.findings[0].message
+
+
+def test_a_links_recorded_time_blanked_or_respelt_is_found(
+    original: Original, store: RawStore
+) -> None:
+    """Found by an audit: a link's recorded_at set to NULL (taken for a link from before
+    the column existed) or spelt with another offset (the same instant, so within the
+    tolerance, but the audit report compares the text: another period) verified clean."""
+    rows = store.rows()
+    blanked, respelt = rows[len(rows) // 3], rows[2 * len(rows) // 3]
+    store.run("UPDATE event_chain SET recorded_at = NULL WHERE position = ?", (blanked.position,))
+    ((recorded,),) = store.run(
+        "SELECT recorded_at FROM event_chain WHERE position = ?", (respelt.position,)
+    )
+    other_offset = (
+        datetime.fromisoformat(recorded).astimezone(timezone(timedelta(hours=23, minutes=59)))
+    ).isoformat()
+    store.run(
+        "UPDATE event_chain SET recorded_at = ? WHERE position = ?",
+        (other_offset, respelt.position),
+    )
+    report = verify_chain(store.url)
+    assert [(f.kind, f.position, f.stream_id, f.version) for f in report.findings] == [
+        ("recorded_at_mismatch", blanked.position, named(blanked.stream), blanked.version),
+        ("recorded_at_mismatch", respelt.position, named(respelt.stream), respelt.version),
+    ]
+    assert "has no recorded time" in report.findings[0].message
+    assert "not written as the ledger writes it" in report.findings[1].message
+
+
+def test_every_links_recorded_time_blanked_is_found(original: Original, store: RawStore) -> None:
+    """Blanked from the first link on, no dated link comes before: the events' own
+    timestamps, later than the last build that wrote undated links, tell."""
+    store.run("UPDATE event_chain SET recorded_at = NULL")
+    report = verify_chain(store.url)
+    assert {f.kind for f in report.findings} == {"recorded_at_mismatch"}
+    assert len(report.findings) == len(store.rows())
+    assert "after links were first dated" in report.findings[0].message
 
 
 def test_a_whole_deleted_stream_breaks_the_link_of_the_first_event_after_each_gap(
@@ -841,12 +880,14 @@ def test_an_event_and_link_added_past_the_head_are_named(store: RawStore) -> Non
     assert head is not None
     inserted = slip_in_an_event(store)
     store.run(
-        "INSERT INTO event_chain (position, stream_id, version, hash) VALUES (?, ?, ?, ?)",
+        "INSERT INTO event_chain (position, stream_id, version, hash, recorded_at) "
+        "VALUES (?, ?, ?, ?, ?)",
         (
             inserted.position,
             inserted.stream,
             1,
             link(head[1], inserted.position, inserted.stream, 1, inserted.topic, inserted.state),
+            recorded_text(datetime.now(UTC)),  # a careful forger dates the link too
         ),
     )
     report = verify_chain(store.url)
