@@ -243,7 +243,13 @@ class PropLedger(Application[UUID]):
         processing_event = _Collected()
         processing_event.collect_events(*objs, **kwargs)
         recordings: list[Recording[UUID]] = self._record(processing_event)
-        self._take_snapshots(processing_event)
+        try:
+            self._take_snapshots(processing_event)
+        except Exception:
+            # The events are committed: the command's answer is theirs. A snapshot is a
+            # cache (loads replay from the one before, or from the start), so a store that
+            # failed just after the commit must not turn a recorded trade into a 5xx.
+            _LOG.warning("snapshot not taken after a committed save", exc_info=True)
         self._notify(recordings)
         self.notify(processing_event.events)  # the library's deprecated hook, as it calls it
         return recordings

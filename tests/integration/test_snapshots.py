@@ -264,3 +264,68 @@ def _forget_migration(url: str, version: int) -> None:
         connection.commit()
     finally:
         connection.close()
+
+
+def _run(url: str, text: str) -> None:
+    import sqlite3
+
+    import psycopg
+
+    from ledger.config import sqlite_path
+
+    path = sqlite_path(url)
+    connection: Any = sqlite3.connect(path) if path else psycopg.connect(url)
+    try:
+        connection.execute(text)
+        connection.commit()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("how", ["single", "batch"])
+def test_a_snapshot_the_store_fails_to_take_after_the_commit_does_not_fail_the_command(
+    url: str, how: str
+) -> None:
+    """Found by an audit: the trade that makes an account's 200th event was committed,
+    then taking the snapshot met a store error (a connection dropped) and the command
+    answered 503; its retry said duplicate. The events are what was asked for: a snapshot
+    is a cache, taken again at the next interval."""
+    migrate(url)
+    ledger = PropLedger(url)
+    table, _ = _snapshot_table(url)
+    try:
+        program = program_body(uid("snapfail-"))
+        ledger.define_program(program)
+        account_id = str(ledger.purchase(purchase_body(program["program_id"])).account.id)
+        items = [
+            trade_body(f"T-{n}", profit="1.00")
+            | {"account_id": account_id, "closed_at": f"2026-03-02T10:{n // 60:02d}:{n % 60:02d}Z"}
+            for n in range(SNAPSHOT_EVERY - 2)
+        ]
+        ledger.record_trades_batch(items)
+        assert ledger.account(account_id).version == SNAPSHOT_EVERY - 1
+        last = trade_body("T-last", profit="1.00") | {"closed_at": "2026-03-02T12:00:00Z"}
+        _run(url, f"ALTER TABLE {table} RENAME TO {table}_away")  # the store refuses
+        try:
+            if how == "single":
+                reply = ledger.record_trade(account_id, last)
+                assert not reply.duplicate
+                assert reply.account.version == SNAPSHOT_EVERY
+            else:
+                results, position = ledger.record_trades_batch([last | {"account_id": account_id}])
+                assert [result.result for result in results] == ["created"]
+                assert position
+        finally:
+            _run(url, f"ALTER TABLE {table}_away RENAME TO {table}")
+        fresh = PropLedger(url)
+        try:
+            account = fresh.account(account_id)
+            assert account.version == SNAPSHOT_EVERY
+            assert account.state.balance.amount == Decimal("100000.00") + SNAPSHOT_EVERY - 1
+            assert fresh.snapshots is not None
+            assert list(fresh.snapshots.get(UUID(account_id))) == []  # none taken
+            assert fresh.record_trade(account_id, last).duplicate
+        finally:
+            fresh.close()
+    finally:
+        ledger.close()
