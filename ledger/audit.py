@@ -466,6 +466,8 @@ def _check_recorded_at(
             stamped = datetime.fromisoformat(stamped_text)
         except ValueError:
             stamped = None
+        if stamped is not None and stamped.tzinfo is None:
+            stamped = stamped.replace(tzinfo=UTC)  # the library writes UTC
     name = stream_name(event[1])
     where = f"event {name} v{int(event[2])} at position {position}"
     if recorded_at is None:
