@@ -190,7 +190,9 @@ def test_the_server_stops_promptly_on_sigterm_with_a_stream_open(
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=10)
         assert ws.close_code == 1001
-        assert process.wait(15) in (0, -signal.SIGTERM)
+        # README: the services stop on SIGTERM with status 0 (uvicorn re-raised the
+        # signal after its graceful shutdown: 143 from a shell, found by an audit).
+        assert process.wait(15) == 0
         assert time.monotonic() - started < 10
     log = process.log_path.read_text()
     assert "Application shutdown complete" in log
