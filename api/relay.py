@@ -174,6 +174,21 @@ class NatsRelay:
                 options["duplicate_window"] = self.duplicate_window
             await js.add_stream(**options)
             logger.info("relay: created JetStream stream %s (%s)", self.stream, subjects[0])
+            published = self.position()
+            if published:
+                # The position belongs to the database, not to the stream: a stream deleted
+                # or lost after the relay published to it comes back empty, and the events
+                # up to the position are not published again unless someone says so.
+                logger.warning(
+                    "relay: stream %s was created empty, but the relay's position is %d "
+                    "(`%s` in projection_tracking): events 1-%d were published to a stream "
+                    "that is gone and are not published again. To publish the whole log "
+                    "into the new stream, stop the relay, delete that row, and start it.",
+                    self.stream,
+                    published,
+                    self.tracking_name,
+                    published,
+                )
             return
         if subjects[0] not in (info.config.subjects or []):
             raise RuntimeError(
@@ -254,7 +269,10 @@ class NatsRelay:
             except Exception as error:
                 if once:
                     raise
-                logger.warning("relay: %s; resuming from the committed position", error)
+                logger.warning(
+                    "relay: %s; resuming from the committed position",
+                    str(error) or type(error).__name__,  # a NATS timeout says nothing
+                )
                 await _sleep_unless(stop, backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:

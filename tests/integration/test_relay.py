@@ -9,6 +9,7 @@ subjects (unique names) and deletes the stream afterwards.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -358,3 +359,47 @@ def test_the_relay_command_without_a_broker_url_exits_with_a_plain_error(
 )
 def test_subjects_name_the_aggregate_and_the_event_type(topic: str, parts: tuple[str, str]) -> None:
     assert subject_parts(topic) == parts
+
+
+def test_a_stream_lost_after_publishing_is_recreated_with_a_warning_that_names_the_gap(
+    ledger: PropLedger,
+    database: Database,
+    nats_url: str,
+    names: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found by an audit: the relay's position belongs to the database, so a JetStream
+    stream deleted after it published comes back empty and the events up to the position
+    are not published again. That may be what an operator wants, never silently."""
+    record_events(ledger, 3)
+    relay = relay_for(ledger, database, nats_url, names)
+    asyncio.run(relay.run(once=True))
+    position = relay.position()
+    assert position == ledger.position()
+
+    async def delete() -> None:
+        connection = await nats.connect(nats_url)
+        try:
+            await connection.jetstream().delete_stream(names["stream"])
+        finally:
+            await connection.close()
+
+    asyncio.run(delete())
+    with caplog.at_level(logging.WARNING, logger="propledger.relay"):
+        again = relay_for(ledger, database, nats_url, names)
+        asyncio.run(again.run(once=True))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        f"stream {names['stream']} was created empty" in text
+        and f"events 1-{position} were published" in text
+        for text in warnings
+    ), warnings
+
+    async def held() -> int:
+        connection = await nats.connect(nats_url)
+        try:
+            return int((await connection.jetstream().stream_info(names["stream"])).state.messages)
+        finally:
+            await connection.close()
+
+    assert asyncio.run(held()) == 0  # not republished by itself
