@@ -229,8 +229,11 @@ def _parse_position(value: str | None, name: str) -> int | None:
         return None
     text = value.strip()
     # ASCII digits only: str.isdigit() admits "²" and "①", which int() refuses (a 500).
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+    if not (text.isascii() and text.isdigit()):
         raise ApiError(422, "invalid_position", f"{name} must be a log position (an integer >= 0)")
+    if len(text) > 18:
+        # Past any log: a position is a 64-bit integer in the store.
+        raise ApiError(422, "invalid_position", f"{name} {text[:24]} is past the log's end")
     return int(text)
 
 

@@ -389,6 +389,9 @@ def test_stream_requests_are_authenticated_and_validated(
     for odd in ("\u00b2", "\u2460", "99999999"):
         refused = client.get("/v1/stream", params={"after": odd}, headers=AUDITOR)
         assert_error(refused, 422, "invalid_position")
+    # A 20-digit position is an integer too: past the end, not "not an integer".
+    long = client.get("/v1/stream", params={"after": "1" * 20}, headers=AUDITOR)
+    assert "past the log's end" in assert_error(long, 422, "invalid_position")["message"]
     refusal, code = ws_refusal(client, ws_url("after=%C2%B2"))
     assert (refusal["error"]["code"], code) == ("invalid_position", 4422)
     unknown = "00000000-0000-4000-8000-000000000000"
