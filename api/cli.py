@@ -50,6 +50,25 @@ class _Interrupt:
             raise KeyboardInterrupt
 
 
+def _check_env_file(path: str = ".env") -> None:
+    """python-dotenv skips a line it cannot read with a logged warning, so a setting with
+    an unclosed quote was left out and its default used: the embedded SQLite store served
+    in production instead of the PostgreSQL one the file named. Such a line stops the
+    command (its number only: the line may hold a secret)."""
+    from dotenv.parser import parse_stream
+
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        unreadable = [binding.original.line for binding in parse_stream(handle) if binding.error]
+    if unreadable:
+        lines = ", ".join(str(number) for number in unreadable)
+        raise ConfigurationError(
+            f"invalid configuration: ./{path} line {lines} cannot be read "
+            "(an unclosed quote? each line is NAME=value)"
+        )
+
+
 def _settings() -> Settings:
     settings: Settings = _validated(Settings)
     return settings
@@ -60,6 +79,7 @@ def _validated(kind: Any) -> Any:
     from pydantic import ValidationError
 
     try:
+        _check_env_file()
         return kind()
     except ValidationError as error:
         problems = [
@@ -68,6 +88,8 @@ def _validated(kind: Any) -> Any:
         ]
         message = hide_password("; ".join(problems))
         raise ConfigurationError(f"invalid configuration: {message}") from None
+    except ConfigurationError:
+        raise
     except UnicodeDecodeError as error:
         # Only a file is decoded: the environment is text already.
         raise ConfigurationError(
@@ -85,6 +107,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from api.stream import StreamSettings
     from ledger.migrate import migrate
 
+    # uvicorn shuts down gracefully on SIGTERM, restores the handler it found, then raises
+    # the signal again: with the default handler the process died of it (status 143),
+    # not the documented 0. Found this way, SIGTERM ends the process with 0 after the
+    # graceful shutdown, and stops start-up (migrations, `--demo`) as cleanly.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     settings = _settings()
     _validated(StreamSettings)  # read again by the app: bad values stop it before it starts
     try:
@@ -116,11 +143,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "log_level": "info",
         "timeout_graceful_shutdown": 5,
     }
-    # uvicorn shuts down gracefully on SIGTERM, restores the handler it found, then raises
-    # the signal again: with the default handler the process died of it (status 143),
-    # not the documented 0. Found this way, SIGTERM ends the process with 0 after the
-    # graceful shutdown (and, before uvicorn takes the signal, stops start-up cleanly).
-    signal.signal(signal.SIGTERM, _exit_cleanly)
     if args.workers > 1:
         # Several processes on one port, each building the app from the environment; the
         # API is stateless and in-process projection workers may run in each (a page
@@ -198,6 +220,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     from projections.runner import ProjectionRunner
     from projections.store import Database
 
+    signal.signal(signal.SIGTERM, _exit_cleanly)  # a rebuild under way rolls back; 0
     settings = _settings()
     # A worker pointed at a database with no store (a mistyped URL) would create one and
     # follow its empty log for ever: it says so instead. The schema is the migration's job.

@@ -191,6 +191,25 @@ def test_a_dot_env_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     assert "propledger migrate: invalid configuration: ./.env is not UTF-8 text" in done.stderr
 
 
+def test_a_dot_env_line_that_cannot_be_read_stops_the_command(tmp_path: Path) -> None:
+    """Found by an audit: python-dotenv skipped the line with a warning and the default
+    SQLite store was created and served, in production too, instead of the database the
+    line named."""
+    (tmp_path / ".env").write_text(
+        "PROPLEDGER_ENV=production\n"
+        "PROPLEDGER_JWT_SECRET=a-secret-long-enough-for-production-0123456789\n"
+        'PROPLEDGER_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/nowhere\n'
+    )
+    done = run_cli("migrate", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "propledger migrate: invalid configuration: ./.env line 3 cannot be read "
+        "(an unclosed quote? each line is NAME=value)"
+    )
+    assert "0123456789" not in done.stderr  # no line's text: it may hold a secret
+    assert not (tmp_path / "var").exists()  # no store made
+
+
 def test_a_bad_replica_url_is_one_plain_line_without_its_password(tmp_path: Path) -> None:
     env = {"PROPLEDGER_REPLICA_URL": "mysql://bridge:hunter2@db/ledger"}
     done = run_cli("migrate", cwd=tmp_path, env=env)
@@ -391,6 +410,37 @@ def test_ctrl_c_swallowed_stops_at_the_next_progress_line(
     assert cli.main(["export", "--output", "-"]) == 130
     assert done == [1, 2]  # the progress line after the interrupt stopped it
     assert "propledger export: interrupted" in capsys.readouterr().err
+
+
+def test_serve_stopped_by_sigterm_while_starting_exits_0(tmp_path: Path) -> None:
+    """README: the services stop on SIGTERM with status 0; one stopped while it built its
+    `--demo` firm (before uvicorn took the signal) died of it, status 143."""
+    import socket
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PROPLEDGER_")}
+    env["PROPLEDGER_DATABASE_URL"] = sqlite_file_url(tmp_path / "demo.db")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--demo", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert serve.stderr is not None
+        line = serve.stderr.readline()
+        while line and not line.startswith("demo "):  # the demo is being built
+            line = serve.stderr.readline()
+        assert line, "serve ended before building its demo"
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
 
 
 def test_serve_names_an_ipv6_host_in_brackets() -> None:
