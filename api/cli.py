@@ -276,8 +276,6 @@ def cmd_relay(args: argparse.Namespace) -> int:
             "propledger relay: PROPLEDGER_NATS_URL is not set (e.g. nats://127.0.0.1:4222); "
             "the relay publishes the event log to NATS JetStream and needs a broker"
         )
-    if not 1 <= args.batch_size <= 10_000:
-        raise SystemExit("propledger relay: --batch-size must be between 1 and 10000")
     return run_relay(
         settings.database_url, relay_settings, once=args.once, batch_size=args.batch_size
     )
@@ -609,6 +607,29 @@ def _port(text: str) -> int:
     return port
 
 
+def _period(field: str) -> Any:
+    """`--from`/`--to` checked by the parser (a bad option: exit 2, before the store is
+    touched); kept as text, read again with the period (a `to` before its `from`: 1)."""
+
+    def check(text: str) -> str:
+        from api.app import parse_period
+
+        try:
+            parse_period(text, field, end=field == "to")
+        except Exception as error:  # ApiError (a date) or InvalidInput (an instant)
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return text
+
+    return check
+
+
+def _relay_batch(text: str) -> int:
+    number = _positive(text)
+    if number > 10_000:
+        raise argparse.ArgumentTypeError(f"must be at most 10000, not {number}")
+    return number
+
+
 def _positive(text: str) -> int:
     number = _integer(text)
     if number < 1:
@@ -724,15 +745,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     relay.add_argument("--once", action="store_true", help="publish what is stored, then exit")
     relay.add_argument(
-        "--batch-size", type=_positive, default=256, help="events per acknowledged page"
+        "--batch-size", type=_relay_batch, default=256, help="events per acknowledged page"
     )
     relay.set_defaults(run=cmd_relay)
 
     report = commands.add_parser("report", help="finance reports")
     reports = report.add_subparsers(dest="report", required=True)
     payouts = reports.add_parser("payouts", help="payouts approved in a period")
-    payouts.add_argument("--from", dest="start", default=None, help="RFC 3339 instant or date")
-    payouts.add_argument("--to", dest="end", default=None, help="exclusive; a date includes it")
+    payouts.add_argument(
+        "--from", dest="start", type=_period("from"), default=None, help="RFC 3339 instant or date"
+    )
+    payouts.add_argument(
+        "--to", dest="end", type=_period("to"), default=None, help="exclusive; a date includes it"
+    )
     payouts.add_argument("--format", choices=("csv", "json"), default="csv")
     payouts.add_argument("--output", default="-", help="file to write, or - for stdout")
     payouts.set_defaults(run=cmd_report_payouts)

@@ -531,6 +531,10 @@ def test_export_into_a_directory_a_closed_pipe_and_verify_of_an_empty_log_read_p
         ("serve", "--workers", "0"),
         ("project", "--batch-size", "0"),
         ("project", "--poll-interval", "-1"),
+        # Found by an audit: these were checked after the store was opened (exit 1).
+        ("relay", "--batch-size", "20000"),
+        ("report", "--from", "yesterday"),
+        ("report", "--to", "2026-13-01"),
     ],
     ids=lambda words: "-".join(words),
 )
@@ -538,9 +542,13 @@ def test_out_of_range_options_are_refused_before_anything_runs(
     tmp_path: Path, args: tuple[str, ...]
 ) -> None:
     env = {"PROPLEDGER_DATABASE_URL": sqlite_file_url(tmp_path / "store.db")}
+    if args[0] == "report":
+        args = ("report", "payouts", *args[1:])
     done = run_cli(*args, cwd=tmp_path, env=env)
     assert done.returncode == 2, done.stderr
-    assert f"propledger {args[0]}: error: argument {args[1]}" in done.stderr
+    command = " ".join(args[:2]) if args[0] == "report" else args[0]
+    option = args[2] if args[0] == "report" else args[1]
+    assert f"propledger {command}: error: argument {option}" in done.stderr
     assert not (tmp_path / "store.db").exists()
 
 
