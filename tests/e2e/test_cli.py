@@ -330,17 +330,22 @@ def test_replay_into_a_store_that_cannot_be_made_blames_the_store_not_the_file(
     assert str(blocker) in done.stderr
 
 
-def test_ctrl_c_stops_a_long_command_with_one_line(tmp_path: Path) -> None:
+def started_on_a_demo_store(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    """`propledger ARGS` started on an SQLite store in `tmp_path`, its output piped."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PROPLEDGER_")}
     env["PROPLEDGER_DATABASE_URL"] = sqlite_file_url(tmp_path / "demo.db")
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "demo", "--traders", "3000", "--days", "60"],
+    return subprocess.Popen(
+        [sys.executable, "-m", "api.cli", *args],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_ctrl_c_stops_a_long_command_with_one_line(tmp_path: Path) -> None:
+    demo = started_on_a_demo_store(tmp_path, "demo", "--traders", "3000", "--days", "60")
     try:
         assert demo.stderr is not None
         seen = demo.stderr.readline()  # its first progress line: well inside the work
@@ -417,19 +422,10 @@ def test_serve_stopped_by_sigterm_while_starting_exits_0(tmp_path: Path) -> None
     `--demo` firm (before uvicorn took the signal) died of it, status 143."""
     import socket
 
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PROPLEDGER_")}
-    env["PROPLEDGER_DATABASE_URL"] = sqlite_file_url(tmp_path / "demo.db")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--demo", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    serve = started_on_a_demo_store(tmp_path, "serve", "--demo", "--port", str(port))
     try:
         assert serve.stderr is not None
         line = serve.stderr.readline()
