@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from uuid import UUID
 
 import psycopg
 
-from ledger.chain import GENESIS, link
+from ledger.chain import GENESIS, link, recorded_text
 from ledger.config import database_url_to_env, postgres_connect_args
 
 PAGE = 5000
@@ -438,13 +437,19 @@ RECORDED_AT_TOLERANCE = timedelta(minutes=15)
 _TIMESTAMP_MARK = b'"timestamp":{"_type_":"datetime_iso","_data_":"'
 
 
-# `recorded_at` exactly as the ledger writes it (ledger/chain.py `recorded_text`): the
-# audit report compares it as text, so the same instant spelt otherwise (another offset,
-# other digits) would land in another period while verifying as the same time.
-_RECORDED_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 # Links were first written without `recorded_at` before this day (migration 0007 added
 # the column); no build has written an undated link since.
 UNDATED_LINKS_BEFORE = datetime(2026, 11, 23, tzinfo=UTC)
+
+
+def _written_by_the_ledger(text: str) -> bool:
+    """`recorded_at` exactly as `ledger.chain.recorded_text` writes its instant: the audit
+    report compares it as text, so the same instant spelt otherwise (another offset, other
+    digits) would land in another period while verifying as the same time."""
+    try:
+        return recorded_text(datetime.fromisoformat(text)) == text
+    except ValueError:
+        return False
 
 
 def _check_recorded_at(
@@ -480,7 +485,7 @@ def _check_recorded_at(
             )
         else:
             return None  # a link from before recorded_at existed
-    elif not _RECORDED_TEXT.match(str(recorded_at)):
+    elif not _written_by_the_ledger(str(recorded_at)):
         problem = (
             f"its link's recorded time {recorded_at} is not written as the ledger writes it "
             "(YYYY-MM-DDTHH:MM:SS.ffffffZ; the audit report compares it as text)"

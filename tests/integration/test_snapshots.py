@@ -92,21 +92,26 @@ def _snapshot_table(url: str) -> tuple[str, str]:
     return "stored_snapshots", "?"
 
 
-def _edit_snapshot(url: str, account_id: str, edit: Any) -> None:
-    """Rewrites the account's newest snapshot's stored bytes behind the service's back."""
+def _connect(url: str) -> Any:
+    """A plain DB-API connection to the store behind the service's back."""
     import sqlite3
 
     import psycopg
 
     from ledger.config import sqlite_path
 
+    path = sqlite_path(url)
+    return sqlite3.connect(path) if path else psycopg.connect(url)
+
+
+def _edit_snapshot(url: str, account_id: str, edit: Any) -> None:
+    """Rewrites the account's newest snapshot's stored bytes behind the service's back."""
     table, mark = _snapshot_table(url)
     select = f"SELECT originator_id, originator_version, state FROM {table} "
     select += "ORDER BY originator_version DESC"
     update = f"UPDATE {table} SET state = {mark} "
     update += f"WHERE originator_id = {mark} AND originator_version = {mark}"
-    path = sqlite_path(url)
-    connection: Any = sqlite3.connect(path) if path else psycopg.connect(url)
+    connection = _connect(url)
     try:
         stream, version, state = next(
             row
@@ -267,14 +272,7 @@ def _forget_migration(url: str, version: int) -> None:
 
 
 def _run(url: str, text: str) -> None:
-    import sqlite3
-
-    import psycopg
-
-    from ledger.config import sqlite_path
-
-    path = sqlite_path(url)
-    connection: Any = sqlite3.connect(path) if path else psycopg.connect(url)
+    connection = _connect(url)
     try:
         connection.execute(text)
         connection.commit()
